@@ -1,0 +1,11 @@
+"""zeroground: zero-shot video grounding (PSVL, LFVMR) from raw video to answers.
+
+The package follows the data flow, one sub-package per stage:
+
+    video -> features -> pseudo -> model -> train / eval -> ground
+
+``data`` holds the annotation formats and the generated demo world; ``cli`` is a thin
+shell over the library functions of each stage.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from zeroground.cli import main
+
+main()
