@@ -1,5 +1,107 @@
-"""CLI commands of one stage (see zeroground.cli)."""
+"""CLI for pseudo-supervision: ``pseudo-label``, ``inspect-pseudo``, ``simplify``.
+
+Thin shells over ``zeroground.pseudo``; expected bad input prints one line and exits
+with code 2 (no traceback).
+"""
 
 from __future__ import annotations
 
-from zeroground.cli import app  # noqa: F401
+import contextlib
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from zeroground.cli import app
+
+_METHODS = "psvl, lfvmr"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    from zeroground.config import ConfigError
+
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ConfigError) as exc:  # library errors subclass ValueError
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("pseudo-label")
+def pseudo_label(
+    method: str = typer.Option(..., "--method", help=f"Pseudo-labelling method: {_METHODS}."),
+    features: Path = typer.Option(..., "--features", help="Feature store of the unlabeled videos (folder of <vid>.npy or .h5)."),
+    out: Path = typer.Option(..., "--out", help="Output PSVL-JSON (LFVMR also writes OUT.npy; both write OUT.config.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Pseudo-label YAML (PseudoLabelConfig); the options below override it."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Feature frames per second, if the store does not record it."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
+    detections: Optional[Path] = typer.Option(None, "--detections", help="PSVL nouns: detections JSON mapping video id to per-frame lists of (label, score) pairs."),
+    clip: Optional[str] = typer.Option(None, "--clip", help="PSVL nouns by zero-shot CLIP tagging: CLIP folder or cached hub id (features must be its image features)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="PSVL verbs: text file, one sentence per line (or saved verb stats .json)."),
+    query_features: Optional[Path] = typer.Option(None, "--query-features", help="LFVMR: CLIP feature store for query vectors when --features is not CLIP."),
+    num_clusters: Optional[int] = typer.Option(None, "--num-clusters", help="k-means clusters per video (default 5)."),
+    min_len: Optional[float] = typer.Option(None, "--min-len", help="Shortest pseudo-event, fraction of the video (default 0.1)."),
+    max_len: Optional[float] = typer.Option(None, "--max-len", help="Longest pseudo-event, fraction of the video (default 0.85)."),
+    max_proposals: Optional[int] = typer.Option(None, "--max-proposals", help="Pseudo-events per video (default 8)."),
+    queries_per_event: Optional[int] = typer.Option(None, "--queries-per-event", help="PSVL: verb draws per pseudo-event (default 3)."),
+    selection: Optional[str] = typer.Option(None, "--selection", help="LFVMR query rule: medoid (default), mean, center, random."),
+) -> None:
+    """Turn unlabeled videos into pseudo training pairs (PSVL bags of words or LFVMR CLIP vectors).
+
+    Example: zeroground pseudo-label --method psvl --features feats.h5 --clip clip_dir
+    --corpus captions.txt --out pseudo.json
+    """
+    from zeroground.config import load_config
+    from zeroground.pseudo.label import PseudoLabelConfig, pseudo_label as run
+
+    with _user_errors():
+        cfg = load_config(config, PseudoLabelConfig) if config else None
+        resolved = run(method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
+                       detections=detections, clip=clip, corpus=corpus, query_features=query_features,
+                       num_clusters=num_clusters, min_len=min_len, max_len=max_len,
+                       max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection)
+    typer.echo(f"wrote {out} ({resolved.method}); config: {Path(out).with_name(Path(out).stem + '.config.yaml')}")
+
+
+@app.command("inspect-pseudo")
+def inspect_pseudo(
+    pseudo: Path = typer.Argument(..., help="Pseudo-label PSVL-JSON."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Real moments (any supported format with durations) to measure coverage against."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Histogram image (default PSEUDO.report.png)."),
+    top: int = typer.Option(20, "--top", help="How many frequent pseudo tokens to list."),
+) -> None:
+    """Report proposal coverage of real moments (best tIoU per query: mean, >=0.3/0.5/0.7),
+    span-length histograms (PNG) and the most frequent pseudo tokens.
+
+    Coverage needs real moments on the same videos; otherwise only the length
+    distributions are compared.
+    """
+    from zeroground.pseudo.report import inspect_pseudo as run
+
+    with _user_errors():
+        report = run(pseudo, annotations, png=png, top_k_tokens=top)
+    typer.echo(report.to_text())
+
+
+@app.command("simplify")
+def simplify(
+    sentence: Optional[str] = typer.Argument(None, help="A query sentence."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Text file, one sentence per line."),
+) -> None:
+    """Print the lemmatised verbs and nouns of each query (spaCy), one query per line."""
+    from zeroground.pseudo.text import simplify as run
+
+    with _user_errors():
+        if (sentence is None) == (file is None):
+            raise ValueError("give exactly one of SENTENCE or --file FILE")
+        if file is not None:
+            if not file.is_file():
+                raise ValueError(f"{file}: file not found")
+            sentences = [ln for ln in file.read_text().splitlines() if ln.strip()]
+            if not sentences:
+                raise ValueError(f"{file}: no sentences (expected one per line)")
+        else:
+            sentences = [sentence]
+        for tokens in run(sentences):
+            typer.echo(" ".join(tokens))

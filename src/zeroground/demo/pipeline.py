@@ -1,0 +1,351 @@
+"""The ``make demo`` job: pixels → CLIP features → pseudo-labels → trained models → table.
+
+Everything runs offline on a generated world (``zeroground.data.synthetic``) with
+the tiny CLIP shipped in ``zeroground/assets/tiny_clip``:
+
+1. render unlabelled ``train`` videos and held-out ``test`` videos to mp4;
+2. extract CLIP frame features of all of them (``zeroground.features.extract``);
+3. pseudo-label the train videos with both methods (``zeroground.pseudo``) — the
+   train split's true spans are never read here;
+4. train one grounding model per method (PSVL: token queries, LFVMR: CLIP-space
+   queries) and, as an upper bound, the same model on the train split's true spans;
+5. evaluate all of them, and the no-training baselines, on the held-out captions of
+   the held-out videos; print one table, write ``results.json`` and a timeline PNG.
+
+The test annotations are read only in step 5 (and by the ``prior`` row, which is the
+bias *ceiling*: the most common test span, computed from the test labels themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from zeroground.data.synthetic.world import WorldConfig
+from zeroground.pseudo.lfvmr import LFVMRConfig
+from zeroground.pseudo.proposals import ProposalConfig
+from zeroground.pseudo.psvl import PSVLConfig
+
+METRIC_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
+BASELINES = ("random", "prior", "clip_training_free")
+TRAINED = ("psvl", "lfvmr", "supervised")
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message names the step."""
+
+
+def shipped_tiny_clip() -> Path:
+    """The tiny CLIP trained by ``scripts/train_tiny_clip.py`` and shipped with the package."""
+    return Path(__file__).resolve().parents[1] / "assets" / "tiny_clip"
+
+
+@dataclass
+class DemoModelConfig:
+    """Size of the grounding model in the demo (the PSVL architecture, scaled down)."""
+
+    num_segments: int = 64
+    embed_dim: int = 64
+    query_gru_hidden: int = 64
+    video_gru_hidden: int = 64
+    hidden: int = 64
+    fusion_layers: int = 1
+    nonlocal_layers: int = 1
+    nonlocal_heads: int = 4
+    dropout: float = 0.1
+    clip_query_len: int = 4
+
+
+@dataclass
+class DemoTrainConfig:
+    """Training budget of each grounding model."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    noise_level: float = 0.1  # LFVMR: Lafite-style perturbation of the pseudo query vectors
+    seed: int = 0
+
+
+@dataclass
+class DemoConfig:
+    """Everything that decides a demo run (written as ``demo_out/demo_config.yaml``)."""
+
+    seed: int = 0
+    train_videos: int = 160
+    test_videos: int = 40
+    corpus_videos: int = 300  # clip_train timelines whose captions form the unpaired text corpus
+    feature_fps: float = 2.0
+    clip: str = ""  # CLIP folder; "" = the shipped tiny CLIP
+    methods: list[str] = field(default_factory=lambda: list(BASELINES + TRAINED))
+    plot_queries: int = 4
+    world: WorldConfig = field(default_factory=WorldConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    psvl: PSVLConfig = field(default_factory=PSVLConfig)
+    lfvmr: LFVMRConfig = field(default_factory=LFVMRConfig)
+    model: DemoModelConfig = field(default_factory=DemoModelConfig)
+    train: DemoTrainConfig = field(default_factory=DemoTrainConfig)
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    rows: list[dict[str, Any]]
+    seconds: dict[str, float]
+    results_json: Path
+    figure: Path | None
+
+
+def default_config_path() -> Path:
+    return Path(__file__).resolve().parents[3] / "configs" / "demo_default.yaml"
+
+
+def load_demo_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DemoConfig:
+    """Read a demo config; ``None`` means the built-in defaults (== configs/demo_default.yaml)."""
+    from zeroground.config import from_dict, load_config, to_dict
+
+    if path is None:
+        cfg = DemoConfig()
+        if overrides:
+            data = to_dict(cfg)
+            for dotted, value in overrides.items():
+                node = data
+                *parents, leaf = dotted.split(".")
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = value
+            cfg = from_dict(DemoConfig, data, where="demo config")
+        return cfg
+    return load_config(path, DemoConfig, overrides)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def write_corpus(path: Path, n_videos: int, seed: int, cfg: WorldConfig) -> Path:
+    """The unpaired text corpus for PSVL's verb statistics: captions of ``clip_train``
+    timelines (planned, not rendered; no video of the demo is described by it)."""
+    from zeroground.data.synthetic import SPLITS
+    from zeroground.data.synthetic.world import plan_video
+    from zeroground.io import atomic_write_text
+
+    sentences = set()
+    for i in range(n_videos):
+        plan = plan_video(f"clip_train_{i:04d}", np.random.default_rng([seed, SPLITS["clip_train"], i]), cfg, False)
+        sentences.update(c for ev in plan.events for c in ev.captions)
+    return atomic_write_text(path, "\n".join(sorted(sentences)) + "\n")
+
+
+def _log(msg: str, echo: Callable[[str], None]) -> None:
+    echo(f"[demo] {msg}")
+
+
+def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, progress: bool = True,
+             echo: Callable[[str], None] = print) -> DemoResult:
+    """Run the whole demo into ``out``; returns the metric rows (also in ``out/results.json``)."""
+    import torch
+
+    from zeroground.config import save_config
+    from zeroground.data.annotations import read_psvl_json
+    from zeroground.data.synthetic import make_world
+    from zeroground.features.clip import load_clip
+    from zeroground.features.extract import extract
+    from zeroground.features.store import FeatureStore
+    from zeroground.io import atomic_write_json
+
+    cfg = cfg or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "demo_config.yaml")
+    unknown = [m for m in cfg.methods if m not in BASELINES + TRAINED]
+    if unknown:
+        raise DemoError(f"unknown demo method(s) {unknown}; choose from {list(BASELINES + TRAINED)}")
+    clip_path = Path(cfg.clip) if cfg.clip else shipped_tiny_clip()
+    if not (clip_path / "config.json").exists():
+        raise DemoError(f"tiny CLIP not found at {clip_path}: run `make tiny-clip` to train it")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # 1. the world
+    _log(f"rendering {cfg.train_videos} unlabelled train videos and {cfg.test_videos} test videos", echo)
+    train_split = make_world(out, "train", cfg.train_videos, seed=cfg.seed, cfg=cfg.world)
+    test_split = make_world(out, "test", cfg.test_videos, seed=cfg.seed, cfg=cfg.world)
+    corpus = write_corpus(out / "corpus.txt", cfg.corpus_videos, cfg.seed, cfg.world)
+    seconds["world"] = time.perf_counter() - t0
+
+    # 2. features
+    t = time.perf_counter()
+    feats_path = out / "features.h5"
+    _log(f"extracting CLIP features at {cfg.feature_fps} fps with {clip_path.name}", echo)
+    report = extract(train_split.videos + test_split.videos, str(clip_path), feats_path, fps=cfg.feature_fps,
+                     progress=progress)
+    if report.failed:
+        raise DemoError(f"feature extraction failed for {sorted(report.failed)}")
+    store = FeatureStore.open(feats_path)
+    clip = load_clip(str(clip_path))
+    seconds["extract"] = time.perf_counter() - t
+
+    train_vids = [p.video for p in train_split.plans]
+    test_moments = read_psvl_json(test_split.annotations)
+    durations = {p.video: p.duration for p in train_split.plans + test_split.plans}
+
+    # 3. pseudo-labels (train videos only, no annotation read)
+    t = time.perf_counter()
+    pseudo_files: dict[str, Path] = {}
+    for method in ("psvl", "lfvmr"):
+        if method not in cfg.methods:
+            continue
+        pseudo_files[method] = make_pseudo_labels(method, store, train_vids, durations, out / "pseudo" / f"{method}.json",
+                                                  cfg, clip=clip, corpus=corpus, progress=progress)
+        n = len(json.loads(pseudo_files[method].read_text()))
+        _log(f"{method}: {n} pseudo-labels from {len(train_vids)} unlabelled videos", echo)
+    seconds["pseudo"] = time.perf_counter() - t
+
+    # 4 + 5. train, evaluate
+    records: dict[str, list] = {}
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    for method in cfg.methods:
+        tm = time.perf_counter()
+        if method == "random":
+            records[method] = _baseline("random", test_moments, seed=cfg.seed)
+        elif method == "prior":
+            records[method] = _baseline("prior", test_moments)
+        elif method == "clip_training_free":
+            from zeroground.ground.training_free import clip_training_free
+
+            records[method] = clip_training_free(store, test_moments, clip, top_k=1)
+        else:
+            train_file = pseudo_files.get(method, train_split.annotations)
+            model_dir = out / "models" / method
+            _log(f"training {method} on {train_file.relative_to(out)}", echo)
+            train_grounding_model(method, train_file, store, model_dir, cfg, clip_path, progress=progress)
+            records[method] = predict_grounding_model(model_dir, store, test_moments, clip)
+        seconds[method] = time.perf_counter() - tm
+    seconds["train_eval"] = time.perf_counter() - t
+
+    rows = [score_row(m, records[m]) for m in cfg.methods]
+    from zeroground.eval.predictions import write_predictions
+
+    for m in cfg.methods:
+        write_predictions(out / "predictions" / f"{m}.jsonl", records[m])
+    seconds["total"] = time.perf_counter() - t0
+    results = atomic_write_json(out / "results.json", {
+        "rows": rows,
+        "queries": len(test_moments),
+        "test_videos": cfg.test_videos,
+        "train_videos": cfg.train_videos,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    })
+    fig = None
+    if cfg.plot_queries > 0:
+        fig = plot_timelines(out / "timelines.png", test_split.plans, test_moments, records,
+                             [m for m in ("clip_training_free", "psvl", "lfvmr", "supervised") if m in records],
+                             n_queries=cfg.plot_queries, seed=cfg.seed)
+    return DemoResult(out, rows, seconds, results, fig)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def make_pseudo_labels(method: str, store, vids: list[str], durations: dict[str, float], out_path: Path,
+                       cfg: DemoConfig, *, clip, corpus: Path, progress: bool) -> Path:
+    """Pseudo-label the unlabelled train videos with ``method`` (C's ``pseudo_label``)."""
+    from zeroground.pseudo import PseudoLabelConfig, pseudo_label
+
+    pcfg = PseudoLabelConfig(method=method, seed=cfg.seed, fps=cfg.feature_fps, corpus=str(corpus),
+                             proposals=dataclasses.replace(cfg.proposals),
+                             psvl=dataclasses.replace(cfg.psvl), lfvmr=dataclasses.replace(cfg.lfvmr))
+    pseudo_label(method, store, out_path, config=pcfg, durations={v: durations[v] for v in vids}, videos=vids,
+                 clip_model=clip if method == "psvl" else None, progress=progress)
+    return out_path
+
+
+def _baseline(name: str, moments, **options) -> list:
+    from zeroground.eval.baselines import baseline
+
+    return baseline(name, moments, **options)
+
+
+def score_row(method: str, records: list) -> dict[str, Any]:
+    from zeroground.eval.metrics import evaluate_predictions
+
+    metrics = evaluate_predictions(records)
+    return {"method": method, **{k: round(float(metrics[k]), 4) for k in METRIC_KEYS}}
+
+
+def train_grounding_model(method: str, train_file: Path, store, model_dir: Path, cfg: DemoConfig, clip_path: Path,
+                          *, progress: bool) -> Path:
+    """Train one grounding model; filled in by the training adapter below."""
+    from zeroground.demo.training import train_demo_model
+
+    return train_demo_model(method, train_file, store, model_dir, cfg, clip_path, progress=progress)
+
+
+def predict_grounding_model(model_dir: Path, store, moments, clip) -> list:
+    from zeroground.demo.training import predict_demo_model
+
+    return predict_demo_model(model_dir, store, moments, clip)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def results_table(rows: list[dict[str, Any]]):
+    """A Rich table of the rows (percentages, best trained method in bold)."""
+    from rich.table import Table
+
+    table = Table(title="zeroground demo: held-out captions of held-out videos (R1 and mIoU, %)")
+    table.add_column("method")
+    for k in METRIC_KEYS:
+        table.add_column(k, justify="right")
+    for row in rows:
+        kind = "baseline" if row["method"] in BASELINES else ("upper bound" if row["method"] == "supervised" else "")
+        name = row["method"] + (f" [dim]({kind})[/]" if kind else "")
+        table.add_row(name, *(f"{100 * row[k]:.1f}" for k in METRIC_KEYS))
+    return table
+
+
+def plot_timelines(path: Path, plans, moments, records: dict[str, list], methods: list[str], *,
+                   n_queries: int = 4, seed: int = 0) -> Path:
+    """For a few test queries: a frame strip, the true span and each method's top-1 span."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zeroground.data.synthetic.render import render_frame
+    from zeroground.io import atomic_path
+
+    by_video = {p.video: p for p in plans}
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(moments), size=min(n_queries, len(moments)), replace=False).tolist())
+    colours = {"clip_training_free": "tab:gray", "psvl": "tab:blue", "lfvmr": "tab:orange", "supervised": "tab:green"}
+    fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), squeeze=False)
+    for ax, qi in zip(axes[:, 0], picks):
+        m = moments[qi]
+        plan = by_video[m.video]
+        n_strip = 10
+        times = (np.arange(n_strip) + 0.5) * plan.duration / n_strip
+        strip = np.concatenate([render_frame(plan, int(t * plan.fps), scale=1, noise_std=0) for t in times], axis=1)
+        ax.imshow(strip, extent=(0, plan.duration, 1.0, 1.0 + len(methods) + 1.5), aspect="auto")
+        ax.barh(0.5, m.end - m.start, left=m.start, height=0.6, color="black", label="true span")
+        for j, name in enumerate(methods):
+            s, e = records[name][qi].pred[0]
+            ax.barh(-0.5 - j, e - s, left=s, height=0.6, color=colours.get(name, "tab:red"), label=name)
+        ax.set_xlim(0, plan.duration)
+        ax.set_ylim(-len(methods) - 0.2, 1.0 + len(methods) + 1.5)
+        ax.set_yticks([0.5] + [-0.5 - j for j in range(len(methods))], ["true"] + methods, fontsize=8)
+        ax.set_title(f"{m.video}: \"{m.sentence}\"", fontsize=9)
+        ax.set_xlabel("seconds", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path

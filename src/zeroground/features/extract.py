@@ -1,0 +1,239 @@
+"""Video files -> CLIP features in an HDF5 feature file, resumable and robust to bad files.
+
+``extract`` decodes each video at ``fps`` (see :mod:`zeroground.video.decode`
+for the sampling rule), embeds the frames with a CLIP vision tower in batches,
+and appends one L2-normalised ``[T, D]`` array per video id (the file stem) to
+an HDF5 file through :class:`~zeroground.features.store.H5FeatureWriter`.
+Decoding of the next frames runs in a background thread while the model
+encodes the current batch (PyAV releases the GIL while decoding).
+
+File layout: root attributes ``fps``, ``encoder``, ``dim``; each dataset
+carries its ``duration`` attribute in seconds (:func:`read_durations`; not one
+root attribute, since HDF5 attributes are capped at 64 KiB). Entries are marked complete only after they are fully
+written, so a killed run leaves no half entry and the next run skips the
+finished videos.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+
+
+class ExtractError(ValueError):
+    """Extraction cannot start (bad inputs, conflicting video ids); the message says why."""
+
+
+@dataclass
+class ExtractReport:
+    out: Path
+    extracted: list[str] = field(default_factory=list)  # video ids written in this run
+    already_done: list[str] = field(default_factory=list)  # found complete and skipped
+    failed: dict[str, str] = field(default_factory=dict)  # path -> reason (corrupt/unreadable)
+    frames: int = 0  # frames encoded in this run
+    seconds: float = 0.0  # wall time of this run
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively, by video suffix) into a sorted, unique list."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise ExtractError(f"input not found: {p}")
+    unique = list(dict.fromkeys(found))
+    by_id: dict[str, Path] = {}
+    for p in unique:
+        if p.stem in by_id:
+            raise ExtractError(f"two videos share the id {p.stem!r} (the file stem): {by_id[p.stem]} and {p}")
+        by_id[p.stem] = p
+    return unique
+
+
+def encode_video(
+    encoder, path: str | Path, fps: float = 1.0, batch_size: int = 64
+) -> tuple[np.ndarray, float]:
+    """One video -> (L2-normalised features [T, D] float32, duration in seconds)."""
+    from zeroground.video.decode import iter_video_frames
+
+    info: dict = {}
+    chunks = []
+    for batch in _batched(iter_video_frames(path, fps, info=info), batch_size):
+        chunks.append(encoder.encode_images(np.stack([f for f, _ in batch]), batch_size=batch_size))
+    return np.concatenate(chunks, axis=0), float(info["duration"])
+
+
+def _batched(it: Iterator, n: int) -> Iterator[list]:
+    batch: list = []
+    for x in it:
+        batch.append(x)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_END = object()
+
+
+def _produce(paths: Sequence[Path], fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event) -> None:
+    """Background decoder: puts ("batch", vid, frames) / ("done", vid, duration) / ("error", path, msg)."""
+    from zeroground.video.decode import VideoError, iter_video_frames
+
+    for path in paths:
+        if stop.is_set():
+            break
+        info: dict = {}
+        try:
+            for batch in _batched(iter_video_frames(path, fps, info=info), batch_size):
+                frames = np.stack([f for f, _ in batch])  # [B, H, W, 3] uint8
+                q.put(("batch", path.stem, frames))
+                if stop.is_set():
+                    break
+            q.put(("done", path.stem, float(info["duration"])))
+        except VideoError as err:
+            q.put(("error", str(path), str(err)))
+        except Exception as err:  # anything else a broken file can throw: report, keep going
+            q.put(("error", str(path), f"{type(err).__name__}: {err}"))
+    q.put((_END, None, None))
+
+
+def extract(
+    inputs: Sequence[str | Path],
+    encoder: str,
+    out: str | Path,
+    *,
+    fps: float = 1.0,
+    device: str = "cpu",
+    batch_size: int = 64,
+    progress: bool = True,
+    on_video_done: Callable[[str], None] | None = None,
+) -> ExtractReport:
+    """Extract CLIP features of every video in ``inputs`` into the HDF5 file ``out``.
+
+    Resumable: videos already complete in ``out`` are skipped. Corrupt or
+    unreadable videos are reported in ``ExtractReport.failed`` and skipped.
+    ``on_video_done`` is called after each video is safely on disk.
+    """
+    import time
+
+    from zeroground.features.store import H5FeatureWriter
+
+    if fps <= 0:
+        raise ExtractError(f"--fps must be > 0, got {fps}")
+    if batch_size < 1:
+        raise ExtractError(f"--batch-size must be >= 1, got {batch_size}")
+    out = Path(out)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise ExtractError(f"output must be an .h5/.hdf5 file, got {out}")
+    paths = find_videos(inputs)
+    if not paths:
+        raise ExtractError(f"no video files found in {', '.join(map(str, inputs))} (suffixes {', '.join(VIDEO_SUFFIXES)})")
+    report = ExtractReport(out=out)
+    t0 = time.perf_counter()
+    with H5FeatureWriter(out, attrs={"fps": float(fps), "encoder": str(encoder)}) as writer:
+        fh = writer._fh  # per-entry duration attrs; the writer's API has no slot for them
+        durations = _read_durations(fh)
+        todo = []
+        for p in paths:
+            if writer.has(p.stem) and p.stem in durations:
+                report.already_done.append(p.stem)
+            else:
+                todo.append(p)
+        if todo:
+            from zeroground.features.clip import load_clip
+
+            clip = load_clip(encoder, device=device)
+            if "dim" in fh.attrs and int(fh.attrs["dim"]) != clip.dim:
+                raise ExtractError(f"{out}: holds {int(fh.attrs['dim'])}-d features; encoder {encoder!r} gives {clip.dim}-d")
+            fh.attrs["dim"] = clip.dim
+            _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _read_durations(fh) -> dict[str, float]:
+    durations: dict[str, float] = {}
+    for name, obj in fh.items():
+        if hasattr(obj, "attrs") and "duration" in obj.attrs and obj.attrs.get("complete", False):
+            durations[name] = float(obj.attrs["duration"])
+    return durations
+
+
+def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    q: "queue.Queue" = queue.Queue(maxsize=4)
+    stop = threading.Event()
+    producer = threading.Thread(target=_produce, args=(todo, fps, batch_size, q, stop), daemon=True)
+    producer.start()
+    columns = (
+        TextColumn("[bold]extract[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps_rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    import time
+
+    t_start = time.perf_counter()
+    chunks: dict[str, list[np.ndarray]] = {}
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("", total=len(todo), fps_rate="")
+            while True:
+                kind, key, payload = q.get()
+                if kind is _END:
+                    break
+                if kind == "batch":
+                    chunks.setdefault(key, []).append(clip.encode_images(payload, batch_size=batch_size))
+                    report.frames += len(payload)
+                    rate = report.frames / max(1e-9, time.perf_counter() - t_start)
+                    bar.update(task, description=key, fps_rate=f"{rate:.1f} frames/s")
+                elif kind == "done":
+                    feats = np.concatenate(chunks.pop(key), axis=0)  # [T, D]
+                    writer.add(key, feats)
+                    fh[key].attrs["duration"] = payload
+                    durations[key] = payload
+                    fh.flush()
+                    report.extracted.append(key)
+                    bar.advance(task)
+                    if on_video_done is not None:
+                        on_video_done(key)
+                else:  # error
+                    chunks.pop(Path(key).stem, None)
+                    report.failed[key] = payload
+                    bar.console.print(f"[yellow]skipped[/] {key}: {payload}")
+                    bar.advance(task)
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                producer.join(timeout=0.05)
+
+
+def read_durations(path: str | Path) -> dict[str, float]:
+    """Per-video durations (seconds) recorded by :func:`extract` in an HDF5 feature file."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return _read_durations(fh)

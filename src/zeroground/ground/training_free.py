@@ -1,0 +1,137 @@
+"""The training-free CLIP baseline: the bar every trained method must clear.
+
+Rule (documented, simple, no learned parameter):
+
+1. ``sim[t] = <frame_t, query>`` — cosine similarity of each L2-normalised
+   frame feature with the query's CLIP text embedding.
+2. Candidate windows at several scales: lengths ``round(f * T)`` for ``f`` in
+   :data:`WINDOW_FRACTIONS` (at least one frame), sliding with a stride of a
+   quarter of the length.
+3. Score of window ``[s, e)`` = mean of ``sim`` inside minus mean of ``sim``
+   outside (the whole video has score 0): a good moment is one that matches
+   the query *better than the rest of the video*, which keeps long windows
+   from winning just by averaging.
+4. Greedy temporal NMS (tIoU > 0.5 suppressed), keep the top ``k``.
+5. Window ``[s, e)`` of ``T`` features maps to seconds
+   ``[s / T * duration, e / T * duration]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+WINDOW_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
+NMS_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ScoredSpans:
+    spans: np.ndarray  # [K, 2] seconds, best first
+    scores: np.ndarray  # [K]
+
+
+def candidate_windows(num_frames: int, fractions: Sequence[float] = WINDOW_FRACTIONS) -> np.ndarray:
+    """Multi-scale sliding windows as feature-index pairs ``[s, e)`` -> [W, 2] int64."""
+    if num_frames < 1:
+        raise ValueError(f"need at least one feature frame, got {num_frames}")
+    lengths = sorted({min(num_frames, max(1, int(round(f * num_frames)))) for f in fractions} | {num_frames})
+    windows = []
+    for length in lengths:
+        stride = max(1, length // 4)
+        starts = np.arange(0, num_frames - length + 1, stride)
+        if starts[-1] != num_frames - length:  # always cover the end of the video
+            starts = np.append(starts, num_frames - length)
+        windows.append(np.stack([starts, starts + length], axis=1))
+    return np.unique(np.concatenate(windows, axis=0), axis=0).astype(np.int64)  # [W, 2]
+
+
+def inside_minus_outside(sim: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Mean similarity inside each window minus the mean outside -> [W]."""
+    sim = np.asarray(sim, dtype=np.float64)
+    total, n = sim.sum(), len(sim)
+    csum = np.concatenate([[0.0], np.cumsum(sim)])  # [T + 1]
+    s, e = windows[:, 0], windows[:, 1]
+    inside_sum = csum[e] - csum[s]
+    inside_len = (e - s).astype(np.float64)
+    outside_len = n - inside_len
+    inside = inside_sum / inside_len
+    outside = np.divide(total - inside_sum, outside_len, out=inside.copy(), where=outside_len > 0)
+    return inside - outside
+
+
+def score_windows(
+    frame_feats: np.ndarray,
+    query_feat: np.ndarray,
+    duration: float,
+    *,
+    top_k: int = 5,
+    nms_threshold: float = NMS_THRESHOLD,
+    fractions: Sequence[float] = WINDOW_FRACTIONS,
+) -> ScoredSpans:
+    """Top-``k`` spans (seconds) of one video for one query, by the rule in the module doc."""
+    from zeroground.eval.metrics import temporal_nms
+
+    frame_feats = np.asarray(frame_feats, dtype=np.float32)  # [T, D]
+    query_feat = np.asarray(query_feat, dtype=np.float32).reshape(-1)  # [D]
+    if frame_feats.ndim != 2 or frame_feats.shape[1] != query_feat.shape[0]:
+        raise ValueError(
+            f"frame features {tuple(frame_feats.shape)} and query embedding ({query_feat.shape[0]},) "
+            "are not in the same space: use the encoder the features were extracted with"
+        )
+    sim = frame_feats @ query_feat  # [T]
+    windows = candidate_windows(len(sim), fractions)  # [W, 2]
+    scores = inside_minus_outside(sim, windows)  # [W]
+    spans = windows.astype(np.float64) / len(sim) * float(duration)  # [W, 2] seconds
+    keep = temporal_nms(spans, scores, threshold=nms_threshold, top_k=top_k)
+    return ScoredSpans(spans=spans[keep], scores=scores[keep])
+
+
+def clip_training_free(store, moments, encoder, *, top_k: int = 5, nms_threshold: float = NMS_THRESHOLD) -> list:
+    """Training-free predictions for every moment -> list of ``PredictionRecord``.
+
+    ``store`` is a :class:`~zeroground.features.store.FeatureStore` of CLIP
+    frame features, ``moments`` the queries (``Moment`` with ``sentence``),
+    ``encoder`` a :class:`~zeroground.features.clip.ClipEncoder` or the
+    name/path of the CLIP model the features were extracted with.
+    """
+    from zeroground.eval.predictions import PredictionRecord
+    from zeroground.features.clip import load_clip
+
+    moments = list(moments)
+    if not moments:
+        return []
+    missing_text = [i for i, m in enumerate(moments) if not (m.sentence and m.sentence.strip())]
+    if missing_text:
+        raise ValueError(
+            f"the training-free baseline needs sentences; {len(missing_text)} moment(s) have none "
+            f"(first: video {moments[missing_text[0]].video!r})"
+        )
+    clip = load_clip(encoder) if isinstance(encoder, (str,)) or hasattr(encoder, "__fspath__") else encoder
+    store.require(m.video for m in moments)
+    if store.dim != clip.dim:
+        raise ValueError(
+            f"features in {store.path} are {store.dim}-d but encoder {clip.name!r} embeds text in {clip.dim}-d: "
+            "use the encoder the features were extracted with"
+        )
+    sentences = list(dict.fromkeys(m.sentence for m in moments))
+    text = dict(zip(sentences, clip.encode_texts(sentences)))  # sentence -> [D]
+    records = []
+    cache: dict[str, np.ndarray] = {}
+    for m in moments:
+        if m.video not in cache:
+            cache = {m.video: store[m.video]}  # moments are usually grouped by video
+        res = score_windows(cache[m.video], text[m.sentence], m.duration, top_k=top_k, nms_threshold=nms_threshold)
+        records.append(
+            PredictionRecord(
+                video=m.video,
+                query=m.sentence,
+                duration=float(m.duration),
+                gt=[float(m.start), float(m.end)],
+                pred=[[float(a), float(b)] for a, b in res.spans],
+                scores=[float(s) for s in res.scores],
+            )
+        )
+    return records

@@ -1,0 +1,315 @@
+"""``pseudo_label``: unlabeled videos (a feature store) -> pseudo training pairs on disk.
+
+One entry point for both published recipes, picked from :data:`PSEUDO_LABELERS`:
+
+* ``psvl``  -- pseudo-events + bags of nouns/verbs, written as PSVL-JSON ``tokens``;
+* ``lfvmr`` -- pseudo-events + one CLIP-space vector each, written as PSVL-JSON spans
+  (no tokens) plus ``<out>.npy`` ``[N, D]`` float32, row ``i`` = item ``i``.
+
+Both share the proposals (:func:`zeroground.pseudo.proposals.propose_events`) and
+write the resolved config as ``<out>.config.yaml`` beside the JSON, so a pseudo-label
+file can always be regenerated. Per-video randomness is seeded from ``(seed, video id)``,
+so a video's labels do not depend on which other videos are in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from zeroground.pseudo.lfvmr import LFVMRConfig, select_query_vector
+from zeroground.pseudo.proposals import ProposalConfig, propose_events_with
+from zeroground.pseudo.psvl import (
+    PSVLConfig,
+    VerbStats,
+    clip_tag_frames,
+    event_nouns,
+    load_verb_stats,
+    pick_verbs,
+    read_detections,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PseudoLabelError(ValueError):
+    """Pseudo-labelling cannot run with the inputs given; the message says what is missing."""
+
+
+@dataclass
+class PseudoLabelConfig:
+    """Everything that decides a pseudo-label file (saved as ``<out>.config.yaml``)."""
+
+    method: str = "psvl"
+    features: str = ""                  # feature store used for proposals (and for LFVMR queries by default)
+    out: str = ""
+    seed: int = 0
+    fps: float | None = None            # feature frames per second, if the store does not record it
+    detections: str | None = None       # PSVL nouns from a detections JSON ...
+    clip: str | None = None             # ... or from CLIP tagging with this model (folder or cached hub id)
+    corpus: str | None = None           # PSVL verbs: text file (one sentence per line) or saved stats .json
+    query_features: str | None = None   # LFVMR: CLIP feature store for query vectors when `features` is not CLIP
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    psvl: PSVLConfig = field(default_factory=PSVLConfig)
+    lfvmr: LFVMRConfig = field(default_factory=LFVMRConfig)
+
+
+def _video_rng(seed: int, vid: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(vid.encode("utf-8"))])
+
+
+def _open_store(store: Any) -> Any:
+    """A FeatureStore from a path, or the object itself (anything with ``video_ids`` and ``[]``)."""
+    if isinstance(store, (str, Path)):
+        from zeroground.features.store import FeatureStore
+
+        return FeatureStore.open(store)
+    return store
+
+
+def _video_ids(store: Any) -> list[str]:
+    ids = getattr(store, "video_ids", None)
+    return list(ids) if ids is not None else list(store.keys())
+
+
+def _durations(store: Any, vids: list[str], cfg: PseudoLabelConfig,
+               durations: Mapping[str, float] | None) -> dict[str, float]:
+    if durations is not None:
+        missing = [v for v in vids if v not in durations]
+        if missing:
+            raise PseudoLabelError(f"durations missing for {len(missing)} video(s): {missing[:10]}")
+        return {v: float(durations[v]) for v in vids}
+    fps = cfg.fps
+    if fps is None:
+        fps = getattr(store, "fps", None)
+        if fps is None and isinstance(getattr(store, "attrs", None), dict):
+            fps = store.attrs.get("fps")
+    if fps is None or not fps > 0:
+        raise PseudoLabelError(
+            "cannot tell video durations: the feature store records no 'fps' attribute; "
+            "give --fps (feature frames per second) or a durations mapping")
+    shape = getattr(store, "shape", None)
+    return {v: (shape(v)[0] if shape else len(store[v])) / float(fps) for v in vids}
+
+
+def _moment(vid: str, duration: float, span: tuple[int, int], num_frames: int,
+            tokens: list[str] | None = None):
+    from zeroground.data.annotations import Moment
+
+    s, e = span
+    return Moment(video=vid, duration=duration, start=s / num_frames * duration,
+                  end=e / num_frames * duration, tokens=tokens)
+
+
+# --------------------------------------------------------------------------- labelers
+
+
+LabelerResult = tuple[list[Any], np.ndarray | None]
+
+
+def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
+               *, clip_model: Any = None, verb_stats: VerbStats | None = None,
+               detections: Mapping[str, Any] | None = None, progress: bool = False) -> LabelerResult:
+    """PSVL: per pseudo-event, ``queries_per_event`` token lists of verbs + nouns."""
+    pc = cfg.psvl
+    if detections is None and cfg.detections:
+        detections = read_detections(cfg.detections)
+    if detections is None and clip_model is None and cfg.clip:
+        from zeroground.features.clip import load_clip
+
+        clip_model = load_clip(cfg.clip)
+    if detections is None and clip_model is None:
+        raise PseudoLabelError("PSVL nouns need object labels: give --detections FILE.json "
+                               "or --clip MODEL (zero-shot tagging of CLIP frame features)")
+    if verb_stats is None:
+        if not cfg.corpus:
+            raise PseudoLabelError("PSVL verbs need a text corpus: give --corpus FILE.txt "
+                                   "(one sentence per line) or saved verb statistics (.json)")
+        verb_stats = load_verb_stats(cfg.corpus, exclude_verbs=pc.exclude_verbs, progress=progress)
+    noun_emb = None
+    if detections is None:
+        prompts = [pc.tag_prompt.format(n) if "{}" in pc.tag_prompt else n for n in pc.nouns]
+        noun_emb = np.asarray(clip_model.encode_texts(prompts))  # [V, D]
+    else:
+        missing = [v for v in vids if v not in detections]
+        if missing:
+            raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
+    moments = []
+    for vid in _progress(vids, progress, "psvl pseudo-labels"):
+        feats = store[vid]  # [T, D]
+        t = feats.shape[0]
+        rng = _video_rng(cfg.seed, vid)
+        spans = propose_events_with(feats, dataclasses.replace(cfg.proposals, seed=int(rng.integers(2**31))))
+        if detections is not None:
+            frame_labels = detections[vid]
+        else:
+            if feats.shape[1] != noun_emb.shape[1]:
+                raise PseudoLabelError(
+                    f"video {vid!r}: features have D={feats.shape[1]} but the CLIP model embeds in "
+                    f"D={noun_emb.shape[1]}; CLIP tagging needs CLIP image features of the same model")
+            frame_labels = clip_tag_frames(feats, noun_emb, pc.nouns, top_k=pc.tag_top_k,
+                                           temperature=pc.tag_temperature)
+        for s, e in spans:
+            nouns = event_nouns(frame_labels, (s / t, e / t), num_nouns=pc.num_nouns, min_score=pc.min_score)
+            for _ in range(max(1, pc.queries_per_event)):
+                verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
+                tokens = verbs + nouns
+                if tokens:
+                    moments.append(_moment(vid, durations[vid], (int(s), int(e)), t, tokens))
+                if pc.verb_sampling == "top":
+                    break  # identical draws would only duplicate the item
+    return moments, None
+
+
+def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
+                *, query_store: Any = None, progress: bool = False) -> LabelerResult:
+    """LFVMR: per pseudo-event, one CLIP-space query vector picked from its own frames."""
+    qstore = query_store if query_store is not None else (
+        _open_store(cfg.query_features) if cfg.query_features else store)
+    moments, vectors = [], []
+    for vid in _progress(vids, progress, "lfvmr pseudo-labels"):
+        feats = store[vid]  # [T, D]
+        t = feats.shape[0]
+        rng = _video_rng(cfg.seed, vid)
+        spans = propose_events_with(feats, dataclasses.replace(cfg.proposals, seed=int(rng.integers(2**31))))
+        if qstore is store:
+            qfeats = feats
+        else:
+            if vid not in qstore:
+                raise PseudoLabelError(f"query feature store has no video {vid!r}")
+            qfeats = qstore[vid]  # [Tq, Dq]
+        tq = qfeats.shape[0]
+        for s, e in spans:
+            # map the span onto the query store's frames (same video, maybe another rate)
+            qs = min(int(np.floor(s / t * tq)), tq - 1)
+            qe = max(int(np.ceil(e / t * tq)), qs + 1)
+            vectors.append(select_query_vector(qfeats[qs:qe], cfg.lfvmr.selection, rng))
+            moments.append(_moment(vid, durations[vid], (int(s), int(e)), t))
+    dim = qstore.dim if hasattr(qstore, "dim") else (vectors[0].shape[0] if vectors else 0)
+    arr = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)  # [N, D]
+    return moments, arr
+
+
+#: The pseudo-labelling strategies, by name (the CLI's ``--method`` choices).
+PSEUDO_LABELERS: dict[str, Callable[..., LabelerResult]] = {
+    "psvl": label_psvl,
+    "lfvmr": label_lfvmr,
+}
+
+
+def _progress(items: list[str], on: bool, desc: str):
+    if not on:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="video")
+
+
+_SECTIONS = {"proposals": ProposalConfig, "psvl": PSVLConfig, "lfvmr": LFVMRConfig}
+
+
+def resolve_config(method: str, features: Any, out_path: str | Path,
+                   config: PseudoLabelConfig | None = None, **knobs: Any) -> PseudoLabelConfig:
+    """Apply flat ``knobs`` (``num_clusters=8``, ``noise_level=0.2``, ``corpus=...``) to a
+    config; a knob name is looked up in the top level, then in each section."""
+    cfg = dataclasses.replace(config) if config is not None else PseudoLabelConfig()
+    cfg.proposals = dataclasses.replace(cfg.proposals)
+    cfg.psvl = dataclasses.replace(cfg.psvl)
+    cfg.lfvmr = dataclasses.replace(cfg.lfvmr)
+    cfg.method = method
+    cfg.features = str(features) if isinstance(features, (str, Path)) else getattr(features, "path", "<in-memory>").__str__()
+    cfg.out = str(out_path)
+    top = {f.name for f in dataclasses.fields(PseudoLabelConfig)} - set(_SECTIONS)
+    for name, value in knobs.items():
+        if value is None:
+            continue
+        if name in top:
+            setattr(cfg, name, str(value) if isinstance(value, Path) else value)
+            continue
+        for section, cls in _SECTIONS.items():
+            if name in {f.name for f in dataclasses.fields(cls)}:
+                setattr(getattr(cfg, section), name, value)
+                break
+        else:
+            allowed = sorted(top | {f.name for c in _SECTIONS.values() for f in dataclasses.fields(c)})
+            raise PseudoLabelError(f"unknown pseudo-label knob {name!r}; allowed: {allowed}")
+    return cfg
+
+
+def pseudo_label(method: str, features_store: Any, out_path: str | Path, *,
+                 config: PseudoLabelConfig | None = None, durations: Mapping[str, float] | None = None,
+                 videos: list[str] | None = None, clip_model: Any = None, verb_stats: VerbStats | None = None,
+                 detections: Mapping[str, Any] | None = None, query_store: Any = None,
+                 progress: bool = False, **knobs: Any) -> PseudoLabelConfig:
+    """Pseudo-label every video of ``features_store`` (a path or an open store) with ``method``.
+
+    Writes ``out_path`` (PSVL-JSON), ``<out>.npy`` for LFVMR, and ``<out>.config.yaml``;
+    returns the resolved config. In-memory objects (``clip_model``, ``verb_stats``,
+    ``detections``, ``query_store``) may replace their path knobs, which is how the demo
+    pipeline calls it without writing intermediate files.
+    """
+    from zeroground.config import save_config
+    from zeroground.data.annotations import write_psvl_json
+    from zeroground.io import atomic_path
+
+    if method not in PSEUDO_LABELERS:
+        raise PseudoLabelError(f"unknown pseudo-label method {method!r}; choose one of {sorted(PSEUDO_LABELERS)}")
+    if isinstance(detections, (str, Path)):  # a path is a knob (recorded in the config)
+        knobs["detections"], detections = str(detections), None
+    out_path = Path(out_path)
+    if out_path.suffix.lower() != ".json":
+        raise PseudoLabelError(f"output must be a .json file (PSVL-JSON), found {out_path}")
+    cfg = resolve_config(method, features_store, out_path, config, **knobs)
+    store = _open_store(features_store)
+    vids = list(videos) if videos is not None else _video_ids(store)
+    if not vids:
+        raise PseudoLabelError(f"feature store {cfg.features} holds no videos")
+    if hasattr(store, "require"):
+        store.require(vids)
+    durs = _durations(store, vids, cfg, durations)
+    if method == "psvl":
+        moments, vectors = label_psvl(store, vids, durs, cfg, clip_model=clip_model, verb_stats=verb_stats,
+                                      detections=detections, progress=progress)
+    else:
+        moments, vectors = label_lfvmr(store, vids, durs, cfg, query_store=query_store, progress=progress)
+    if not moments:
+        raise PseudoLabelError("no pseudo-labels were produced (no nouns or verbs found for any event?)")
+    if vectors is not None:
+        with atomic_path(out_path.with_suffix(".npy")) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+    write_psvl_json(moments, out_path)
+    save_config(cfg, config_path_for(out_path))
+    log.info("wrote %d %s pseudo-labels for %d videos to %s", len(moments), method, len(vids), out_path)
+    return cfg
+
+
+def config_path_for(out_path: str | Path) -> Path:
+    """Where the resolved pseudo-label config of ``out_path`` lives."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.stem + ".config.yaml")
+
+
+def vectors_path_for(out_path: str | Path) -> Path:
+    """Where the LFVMR query vectors of ``out_path`` live (same stem, ``.npy``)."""
+    return Path(out_path).with_suffix(".npy")
+
+
+def load_pseudo_vectors(out_path: str | Path, expected: int | None = None) -> np.ndarray:
+    """The ``[N, D]`` query vectors written beside an LFVMR pseudo-label file."""
+    path = vectors_path_for(out_path)
+    if not path.is_file():
+        raise PseudoLabelError(f"{path}: LFVMR query vectors not found beside {out_path} "
+                               "(was it written with --method lfvmr?)")
+    arr = np.load(path)
+    if arr.ndim != 2:
+        raise PseudoLabelError(f"{path}: expected [N, D] query vectors, found shape {arr.shape}")
+    if expected is not None and arr.shape[0] != expected:
+        raise PseudoLabelError(f"{path}: {arr.shape[0]} query vectors for {expected} pseudo-label items")
+    return arr

@@ -1,0 +1,288 @@
+"""PSVL pseudo queries (Nam et al., ICCV 2021): a bag of verbs and nouns per pseudo-event.
+
+Why: PSVL trains a grounding model without any paired sentence. For each pseudo-event
+it writes a "sentence" that is just 3 verbs + 5 nouns (``["hold", "wash", "fix",
+"wall", "man", "shirt", "floor", "door"]`` in the released Charades file):
+
+* **nouns** are the object labels seen in the event's frames -- from an object
+  detector's output (a detections file, :func:`read_detections`) or, with no
+  detector, from zero-shot tagging of the frames with CLIP over a noun vocabulary
+  (:func:`clip_tag_frames`);
+* **verbs** are not visible in a still frame, so they come from language alone:
+  noun-verb co-occurrence counted in an unpaired text corpus (:func:`compute_verb_stats`),
+  and verbs likely for the event's nouns are drawn (:func:`pick_verbs`).
+
+Detections file format (JSON)::
+
+    {"VIDEO_ID": [[["person", 0.98], ["cup", 0.71]],   # frame 0: [label, score] pairs
+                  [],                                    # frame 1: nothing detected
+                  ...],                                  # frames evenly spaced over the video
+     ...}
+
+Detection frames need not match the feature frames one to one: frame ``f`` of ``F``
+is taken to cover the normalised time ``[f / F, (f + 1) / F)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from zeroground.io import atomic_write_json
+
+FrameLabels = list[list[tuple[str, float]]]  # per frame: [(label, score), ...]
+
+#: A default noun vocabulary for CLIP tagging: Charades-style household objects and
+#: people (the nouns of PSVL's released pseudo-labels are of this kind).
+DEFAULT_NOUNS: tuple[str, ...] = (
+    "person", "man", "woman", "door", "window", "table", "chair", "bed", "sofa", "floor",
+    "wall", "shelf", "cabinet", "closet", "refrigerator", "laptop", "phone", "book",
+    "cup", "glass", "bottle", "box", "bag", "pillow", "blanket", "towel", "shoe",
+    "clothes", "food", "sandwich", "dish", "broom", "vacuum", "mirror", "picture",
+    "light", "lamp", "television", "desk", "stairs", "kitchen", "bathroom", "ball",
+)
+
+
+class PSVLError(ValueError):
+    """Bad input for PSVL pseudo queries; the message names the file and the item."""
+
+
+@dataclass
+class PSVLConfig:
+    """PSVL pseudo-query knobs (documented in docs/methods.md)."""
+
+    num_verbs: int = 3                 # verbs per query (released file: 3)
+    num_nouns: int = 5                 # nouns per query (released file: 5)
+    queries_per_event: int = 3         # queries (different verb draws) per pseudo-event
+    min_score: float = 0.3             # detections below this score are ignored
+    verb_sampling: str = "sample"      # "sample" (draw proportional to score) or "top"
+    tag_top_k: int = 3                 # CLIP tagging: labels kept per frame
+    tag_prompt: str = "a photo of a {}."  # CLIP tagging prompt; "{}" is the noun
+    tag_temperature: float = 100.0     # CLIP's logit scale: softmax(100 * cosine)
+    nouns: list[str] = field(default_factory=lambda: list(DEFAULT_NOUNS))
+    exclude_verbs: list[str] = field(default_factory=lambda: ["be", "have", "do"])
+
+
+# --------------------------------------------------------------------------- nouns
+
+
+def read_detections(path: str | Path) -> dict[str, FrameLabels]:
+    """Read a detections JSON (see module docstring) and validate every entry."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PSVLError(f"{path}: detections file not found") from None
+    except json.JSONDecodeError as exc:
+        raise PSVLError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PSVLError(f"{path}: expected an object mapping video id -> per-frame detections, "
+                        f"found {type(data).__name__}")
+    out: dict[str, FrameLabels] = {}
+    for vid, frames in data.items():
+        if not isinstance(frames, list):
+            raise PSVLError(f"{path}: video {vid!r}: expected a list of frames, found {type(frames).__name__}")
+        parsed: FrameLabels = []
+        for f, dets in enumerate(frames):
+            if not isinstance(dets, list):
+                raise PSVLError(f"{path}: video {vid!r} frame {f}: expected a list of [label, score]")
+            row = []
+            for d in dets:
+                if (not isinstance(d, (list, tuple)) or len(d) != 2 or not isinstance(d[0], str)
+                        or isinstance(d[1], bool) or not isinstance(d[1], (int, float))
+                        or not math.isfinite(d[1])):
+                    raise PSVLError(f"{path}: video {vid!r} frame {f}: expected [label, score], found {d!r}")
+                row.append((d[0].strip().lower(), float(d[1])))
+            parsed.append(row)
+        out[vid] = parsed
+    return out
+
+
+def clip_tag_frames(frame_features: np.ndarray, noun_embeddings: np.ndarray, nouns: Sequence[str], *,
+                    top_k: int = 3, temperature: float = 100.0) -> FrameLabels:
+    """Zero-shot frame tagging: per frame, the ``top_k`` nouns by CLIP similarity.
+
+    ``frame_features`` ``[T, D]`` are CLIP image embeddings and ``noun_embeddings``
+    ``[V, D]`` the CLIP text embeddings of the noun prompts (both L2-normalised, as
+    ``load_clip`` returns them). Scores are ``softmax(temperature * cosine)`` over the
+    vocabulary, CLIP's own zero-shot classifier, so they read like detector confidences.
+    """
+    f = np.asarray(frame_features, dtype=np.float64)
+    e = np.asarray(noun_embeddings, dtype=np.float64)
+    if f.ndim != 2 or e.ndim != 2 or f.shape[1] != e.shape[1]:
+        raise PSVLError(f"CLIP tagging needs frame features [T, D] and noun embeddings [V, D] of the same D; "
+                        f"found {f.shape} and {e.shape} (are the features CLIP features of this model?)")
+    if e.shape[0] != len(nouns):
+        raise PSVLError(f"{e.shape[0]} noun embeddings for {len(nouns)} nouns")
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    logits = temperature * (f @ e.T)  # [T, V]
+    logits -= logits.max(1, keepdims=True)
+    prob = np.exp(logits)
+    prob /= prob.sum(1, keepdims=True)
+    k = max(1, min(top_k, len(nouns)))
+    top = np.argsort(-prob, axis=1)[:, :k]  # [T, k]
+    return [[(nouns[j], float(prob[t, j])) for j in top[t]] for t in range(f.shape[0])]
+
+
+def event_nouns(frame_labels: FrameLabels, span: tuple[float, float], *, num_nouns: int = 5,
+                min_score: float = 0.3) -> list[str]:
+    """Nouns of the event covering normalised ``span``: labels ranked by summed score
+    over its frames (ties by first appearance). At least the frame nearest the
+    event's centre is used, so a very short event still gets nouns."""
+    n = len(frame_labels)
+    if n == 0:
+        return []
+    s, e = span
+    centres = (np.arange(n) + 0.5) / n
+    idx = np.flatnonzero((centres >= s) & (centres < e))
+    if idx.size == 0:
+        idx = np.array([int(np.clip(np.floor((s + e) / 2 * n), 0, n - 1))])
+    score: dict[str, float] = defaultdict(float)
+    for f in idx:
+        for label, sc in frame_labels[f]:
+            if sc >= min_score:
+                score[label] += sc
+    ranked = sorted(score.items(), key=lambda kv: -kv[1])  # stable: ties keep first appearance
+    return [label for label, _ in ranked[:num_nouns]]
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+@dataclass
+class VerbStats:
+    """Noun -> verb co-occurrence counts from a text corpus (lemmas)."""
+
+    pairs: dict[str, dict[str, int]]   # noun -> {verb: count}
+    verb_totals: dict[str, int]        # verb -> count over all pairs (fallback prior)
+    sentences: int = 0
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, {"pairs": self.pairs, "verb_totals": self.verb_totals,
+                                 "sentences": self.sentences})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VerbStats":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            return cls(pairs={n: dict(v) for n, v in data["pairs"].items()},
+                       verb_totals=dict(data["verb_totals"]), sentences=int(data.get("sentences", 0)))
+        except FileNotFoundError:
+            raise PSVLError(f"{path}: verb statistics file not found") from None
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise PSVLError(f"{path}: not a verb statistics JSON ({{pairs, verb_totals}}): {exc}") from None
+
+
+#: Dependency labels linking a noun to "its" verb. dobj/nsubj/nsubjpass/attr hang
+#: directly on the verb; a pobj hangs on a preposition whose head is the verb
+#: ("sits on the chair" -> (chair, sit)), or on the "by" of a passive ("was opened by
+#: the man" -> (man, open)); "dative" covers "hands the man a cup".
+DIRECT_DEPS = frozenset({"dobj", "nsubj", "nsubjpass", "attr", "dative", "oprd"})
+
+
+def verb_noun_pairs(doc: Any, exclude_verbs: Iterable[str] = ("be", "have", "do")) -> list[tuple[str, str]]:
+    """``(noun_lemma, verb_lemma)`` pairs of one spaCy doc (see :data:`DIRECT_DEPS`).
+
+    Conjoined nouns share their verb ("opens the door and the window")."""
+    excl = set(exclude_verbs)
+    pairs = []
+    for tok in doc:
+        if tok.pos_ != "NOUN":
+            continue
+        head = tok
+        while head.dep_ == "conj" and head.head is not head:  # conjunct inherits the first noun's role
+            head = head.head
+        verb = None
+        if head.dep_ in DIRECT_DEPS and head.head.pos_ == "VERB":
+            verb = head.head
+        elif head.dep_ == "pobj" and head.head.dep_ in ("prep", "agent") and head.head.head.pos_ == "VERB":
+            verb = head.head.head
+        if verb is not None:
+            lemma = verb.lemma_.lower()
+            if lemma not in excl:
+                pairs.append((tok.lemma_.lower(), lemma))
+    return pairs
+
+
+def compute_verb_stats(corpus: str | Path | Sequence[str], *, exclude_verbs: Iterable[str] = ("be", "have", "do"),
+                       progress: bool = False) -> VerbStats:
+    """Count noun-verb pairs over a corpus: a text file with one sentence per line, or a list of sentences."""
+    from zeroground.pseudo.text import parse
+
+    if isinstance(corpus, (str, Path)):
+        path = Path(corpus)
+        if not path.is_file():
+            raise PSVLError(f"{path}: corpus file not found (expected plain text, one sentence per line)")
+        sentences = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        if not sentences:
+            raise PSVLError(f"{path}: corpus is empty (expected plain text, one sentence per line)")
+    else:
+        sentences = [s for s in corpus if s and s.strip()]
+    pairs: dict[str, Counter] = defaultdict(Counter)
+    totals: Counter = Counter()
+    docs = parse(sentences)
+    if progress:
+        from tqdm import tqdm
+
+        docs = tqdm(docs, total=len(sentences), desc="parsing corpus", unit="sent")
+    excl = tuple(exclude_verbs)
+    for doc in docs:
+        for noun, verb in verb_noun_pairs(doc, excl):
+            pairs[noun][verb] += 1
+            totals[verb] += 1
+    return VerbStats(pairs={n: dict(c) for n, c in pairs.items()}, verb_totals=dict(totals),
+                     sentences=len(sentences))
+
+
+def load_verb_stats(corpus: str | Path, **kw: Any) -> VerbStats:
+    """A ``.json`` is read as saved statistics, anything else parsed as a corpus."""
+    return VerbStats.load(corpus) if str(corpus).lower().endswith(".json") else compute_verb_stats(corpus, **kw)
+
+
+def verb_scores(stats: VerbStats, nouns: Sequence[str]) -> dict[str, float]:
+    """Score of each verb for a bag of nouns: ``sum_n P(verb | noun)``.
+
+    Conditioning on each noun (instead of raw counts) keeps one frequent noun
+    ("person") from drowning out the others. Nouns absent from the corpus contribute
+    nothing; with no known noun the corpus-wide verb frequency is used.
+    """
+    scores: dict[str, float] = defaultdict(float)
+    for n in nouns:
+        verbs = stats.pairs.get(n)
+        if not verbs:
+            continue
+        total = sum(verbs.values())
+        for v, c in verbs.items():
+            scores[v] += c / total
+    if not scores:
+        total = sum(stats.verb_totals.values()) or 1
+        scores = {v: c / total for v, c in stats.verb_totals.items()}
+    return dict(scores)
+
+
+def pick_verbs(stats: VerbStats, nouns: Sequence[str], k: int, *, sampling: str = "sample",
+               rng: np.random.Generator | None = None) -> list[str]:
+    """``k`` distinct verbs for the nouns: the top-scoring (``"top"``; ties alphabetical)
+    or drawn without replacement in proportion to score (``"sample"``)."""
+    scores = verb_scores(stats, nouns)
+    if not scores or k <= 0:
+        return []
+    verbs = sorted(scores, key=lambda v: (-scores[v], v))
+    if sampling == "top":
+        return verbs[:k]
+    if sampling != "sample":
+        raise PSVLError(f"unknown verb sampling {sampling!r}; choose 'sample' or 'top'")
+    if rng is None:
+        raise PSVLError("verb sampling 'sample' needs a random generator")
+    p = np.array([scores[v] for v in verbs], dtype=np.float64)
+    k = min(k, len(verbs))
+    chosen = rng.choice(len(verbs), size=k, replace=False, p=p / p.sum())
+    return [verbs[i] for i in chosen]

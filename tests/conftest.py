@@ -1,0 +1,48 @@
+"""Shared test fixtures. Keep this file small: fixtures used by one test file live in that file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+PSVL_TEST_FILE = DATA_DIR / "psvl" / "charades_sta_test_pos_original_simple_sent.json"
+PSVL_PSEUDO_FILE = DATA_DIR / "psvl" / "charades_train_pseudo_supervision_TEP_PS.json"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """``../shared`` (PSVL oracle, SPEC); skips the test where it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DIR} is absent")
+    return SHARED_DIR
+
+
+@pytest.fixture
+def oracle_dir(shared_dir: Path) -> Path:
+    """``../shared/psvl/oracle``; skips the test where it is absent."""
+    path = shared_dir / "psvl" / "oracle"
+    if not path.is_dir():
+        pytest.skip(f"PSVL oracle folder {path} is absent")
+    return path
+
+
+@pytest.fixture
+def tiny_features() -> dict[str, np.ndarray]:
+    """Three small deterministic videos of float32 [T, 8] features (T = 5, 7, 3)."""
+    rng = np.random.default_rng(0)
+    return {vid: rng.standard_normal((t, 8)).astype(np.float32) for vid, t in (("vidA", 5), ("vidB", 7), ("vidC", 3))}
+
+
+@pytest.fixture
+def npy_store_dir(tmp_path: Path, tiny_features: dict[str, np.ndarray]) -> Path:
+    """A folder of <vid>.npy files holding ``tiny_features``."""
+    folder = tmp_path / "npy_feats"
+    folder.mkdir()
+    for vid, arr in tiny_features.items():
+        np.save(folder / f"{vid}.npy", arr)
+    return folder

@@ -1,0 +1,209 @@
+"""PSVL pseudo queries: verb statistics by hand, nouns from detections or CLIP tagging, pseudo_label psvl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from zeroground.cli import app
+from zeroground.pseudo.label import PseudoLabelError, pseudo_label
+from zeroground.pseudo.psvl import (
+    PSVLError,
+    VerbStats,
+    clip_tag_frames,
+    compute_verb_stats,
+    event_nouns,
+    pick_verbs,
+    read_detections,
+    verb_scores,
+)
+
+CORPUS = [
+    "the man opens the door.",
+    "a woman opens the window.",
+    "the man closes the door.",
+    "someone sits on the chair.",
+    "the man holds a cup.",
+    "the woman drinks from the cup.",
+    "the man opens the box.",
+]
+
+
+@pytest.fixture(scope="session")
+def corpus_stats() -> VerbStats:
+    pytest.importorskip("spacy")
+    return compute_verb_stats(CORPUS)
+
+
+def test_verb_stats_by_hand(corpus_stats: VerbStats) -> None:
+    # subject and object nouns pair with their verb; "on the chair"/"from the cup" via the preposition
+    assert corpus_stats.pairs == {
+        "man": {"open": 2, "close": 1, "hold": 1},
+        "door": {"open": 1, "close": 1},
+        "woman": {"open": 1, "drink": 1},
+        "window": {"open": 1},
+        "chair": {"sit": 1},
+        "cup": {"hold": 1, "drink": 1},
+        "box": {"open": 1},
+    }
+    assert corpus_stats.verb_totals == {"open": 6, "close": 2, "sit": 1, "hold": 2, "drink": 2}
+    assert corpus_stats.sentences == 7
+
+
+def test_verb_scores_and_top_pick(corpus_stats: VerbStats) -> None:
+    # P(v|door) = {open .5, close .5}; P(v|man) = {open .5, close .25, hold .25}
+    scores = verb_scores(corpus_stats, ["door", "man", "zebra"])
+    assert scores == pytest.approx({"open": 1.0, "close": 0.75, "hold": 0.25})
+    assert pick_verbs(corpus_stats, ["door", "man"], 3, sampling="top") == ["open", "close", "hold"]
+    # unknown nouns fall back to corpus-wide verb frequency
+    assert pick_verbs(corpus_stats, ["zebra"], 2, sampling="top") == ["open", "close"]
+
+
+def test_verb_sampling_follows_scores(corpus_stats: VerbStats) -> None:
+    rng = np.random.default_rng(0)
+    draws = [pick_verbs(corpus_stats, ["door"], 1, rng=rng)[0] for _ in range(400)]
+    assert set(draws) == {"open", "close"}
+    assert 0.4 < draws.count("open") / 400 < 0.6
+    two = pick_verbs(corpus_stats, ["door", "man"], 3, rng=rng)
+    assert sorted(two) == ["close", "hold", "open"]  # without replacement: all three
+
+
+def test_verb_stats_save_load_and_corpus_file(tmp_path: Path, corpus_stats: VerbStats) -> None:
+    corpus_stats.save(tmp_path / "verbs.json")
+    assert VerbStats.load(tmp_path / "verbs.json") == corpus_stats
+    f = tmp_path / "corpus.txt"
+    f.write_text("\n".join(CORPUS) + "\n\n")
+    assert compute_verb_stats(f) == corpus_stats
+    with pytest.raises(PSVLError, match="corpus file not found"):
+        compute_verb_stats(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(PSVLError, match="corpus is empty"):
+        compute_verb_stats(tmp_path / "empty.txt")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(PSVLError, match="not a verb statistics JSON"):
+        VerbStats.load(tmp_path / "bad.json")
+
+
+def test_event_nouns_rank_by_summed_score() -> None:
+    frames = [
+        [("person", 0.9), ("cup", 0.5)],
+        [("person", 0.8), ("door", 0.95), ("cup", 0.2)],  # cup 0.2 is under min_score
+        [("door", 0.9)],
+        [("table", 0.99)],
+    ]
+    # span [0, 0.75) covers frames 0..2 (centres .125, .375, .625)
+    assert event_nouns(frames, (0.0, 0.75), num_nouns=5, min_score=0.3) == ["door", "person", "cup"]
+    assert event_nouns(frames, (0.0, 0.75), num_nouns=2, min_score=0.3) == ["door", "person"]
+    # a span between frame centres still gets the nearest frame's labels
+    assert event_nouns(frames, (0.76, 0.8)) == ["table"]
+
+
+def test_read_detections_validates(tmp_path: Path) -> None:
+    good = {"v1": [[["Person", 0.9], ["cup", 1]], []]}
+    (tmp_path / "d.json").write_text(json.dumps(good))
+    assert read_detections(tmp_path / "d.json") == {"v1": [[("person", 0.9), ("cup", 1.0)], []]}
+    (tmp_path / "bad.json").write_text(json.dumps({"v1": [[["cup"]]]}))
+    with pytest.raises(PSVLError, match=r"video 'v1' frame 0: expected \[label, score\]"):
+        read_detections(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(PSVLError, match="expected an object mapping video id"):
+        read_detections(tmp_path / "list.json")
+    with pytest.raises(PSVLError, match="detections file not found"):
+        read_detections(tmp_path / "missing.json")
+
+
+def test_clip_tagging_picks_nearest_nouns() -> None:
+    nouns = ["cup", "door", "lamp"]
+    emb = np.eye(3, 4)  # noun i along axis i
+    frames = np.array([[1.0, 0.2, 0, 0], [0, 0.1, 1.0, 0]])
+    tags = clip_tag_frames(frames, emb, nouns, top_k=2)
+    assert [t[0][0] for t in tags] == ["cup", "lamp"]
+    assert [t[1][0] for t in tags] == ["door", "door"]
+    assert all(abs(sum(s for _, s in row) - 1.0) < 0.05 for row in tags)  # softmax(100 cos) is peaked
+    with pytest.raises(PSVLError, match="same D"):
+        clip_tag_frames(np.ones((2, 5)), emb, nouns)
+
+
+class FakeClip:
+    """Stands in for zeroground.features.clip.load_clip(...): prompt i -> axis of its noun."""
+
+    def __init__(self, nouns: list[str], dim: int) -> None:
+        self.nouns, self.dim = nouns, dim
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            out[i, next(j for j, n in enumerate(self.nouns) if f" {n}." in t or t == n)] = 1.0
+        return out
+
+
+def _store(folder: Path) -> None:
+    folder.mkdir()
+    # video "v": frames 0-9 look like a cup (axis 0), 10-19 like a door (axis 1)
+    x = np.zeros((20, 4), np.float32)
+    x[:10, 0] = 1
+    x[10:, 1] = 1
+    x += 0.05 * np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    np.save(folder / "v.npy", x)
+    (folder / "attrs.json").write_text(json.dumps({"fps": 2.0}))
+
+
+def test_pseudo_label_psvl_with_clip_tagging(tmp_path: Path, corpus_stats: VerbStats) -> None:
+    _store(tmp_path / "feats")
+    nouns = ["cup", "door", "lamp", "box"]
+    out = tmp_path / "pseudo.json"
+    pseudo_label("psvl", tmp_path / "feats", out, clip_model=FakeClip(nouns, 4), verb_stats=corpus_stats,
+                 nouns=nouns, num_clusters=2, verb_sampling="top", num_nouns=1, num_verbs=2)
+    items = json.loads(out.read_text())
+    by_span = {tuple(round(v, 3) for v in it["timestamp"]): it["tokens"] for it in items}
+    assert by_span[(0.0, 0.5)] == ["drink", "hold", "cup"]
+    assert by_span[(0.5, 1.0)] == ["close", "open", "door"]
+    assert all(it["duration"] == 10.0 for it in items)  # 20 frames at 2 fps
+
+
+def test_pseudo_label_psvl_with_detections_file_via_cli(tmp_path: Path) -> None:
+    pytest.importorskip("spacy")
+    _store(tmp_path / "feats")
+    dets = {"v": [[["cup", 0.9]]] * 5 + [[["door", 0.8], ["person", 0.6]]] * 5}  # 10 detection frames
+    (tmp_path / "det.json").write_text(json.dumps(dets))
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS))
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(app, ["pseudo-label", "--method", "psvl", "--features", str(tmp_path / "feats"),
+                                   "--detections", str(tmp_path / "det.json"), "--corpus", str(tmp_path / "corpus.txt"),
+                                   "--out", str(out), "--num-clusters", "2", "--queries-per-event", "2"])
+    assert res.exit_code == 0, res.output
+    items = json.loads(out.read_text())
+    second = [it for it in items if it["timestamp"][0] == 0.5]
+    assert len(second) == 2  # two verb draws for the event
+    for it in second:
+        assert it["tokens"][-2:] == ["door", "person"]
+        assert set(it["tokens"][:-2]) <= {"open", "close", "hold"}
+    # the report runs on it and finds full coverage of the two planted halves
+    gt = [{"vid": "v", "duration": 10.0, "timestamp": [0.0, 0.5], "sentence": "a person holds a cup."},
+          {"vid": "v", "duration": 10.0, "timestamp": [0.5, 1.0], "sentence": "a person opens the door."}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    res = CliRunner().invoke(app, ["inspect-pseudo", str(out), "--annotations", str(tmp_path / "gt.json")])
+    assert res.exit_code == 0, res.output
+    assert "mean best tIoU 1.000" in res.output and ">=0.7: 100.0%" in res.output
+    assert (tmp_path / "p.report.png").stat().st_size > 1000
+
+
+def test_pseudo_label_psvl_errors(tmp_path: Path, corpus_stats: VerbStats) -> None:
+    _store(tmp_path / "feats")
+    with pytest.raises(PseudoLabelError, match="--detections FILE.json or --clip MODEL"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", verb_stats=corpus_stats)
+    with pytest.raises(PseudoLabelError, match="--corpus"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", detections={"v": [[]]})
+    with pytest.raises(PseudoLabelError, match=r"no entry for 1 video\(s\): \['v'\]"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", detections={"w": [[]]}, verb_stats=corpus_stats)
+    with pytest.raises(PseudoLabelError, match="D=4 but the CLIP model embeds in D=8"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", clip_model=FakeClip(["cup"], 8),
+                     nouns=["cup"], verb_stats=corpus_stats)
+    res = CliRunner().invoke(app, ["pseudo-label", "--method", "psvl", "--features", str(tmp_path / "nope"),
+                                   "--out", str(tmp_path / "x.json")])
+    assert res.exit_code == 2 and "feature store not found" in res.output
+    assert not (tmp_path / "x.json").exists()
