@@ -123,6 +123,12 @@ def test_extracted_features_equal_encoding_the_decoded_frames(tiny, videos, tmp_
             np.testing.assert_allclose(feats, direct, atol=1e-6)
             np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     assert read_durations(out) == {"vid0": 3.0, "vid1": 4.0, "vid2": 2.0}
+    # several videos decoded at once: same content
+    out3 = tmp_path / "f3.h5"
+    extract([videos], str(tiny), out3, fps=2.0, batch_size=3, progress=False, decode_workers=3)
+    _, a = _h5_content(out)
+    _, b = _h5_content(out3)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k][0], b[k][0]) for k in a)
 
 
 def test_resume_after_a_kill_gives_the_same_file(tiny, videos, tmp_path):

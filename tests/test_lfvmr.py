@@ -131,3 +131,26 @@ def test_pseudo_label_errors(tmp_path: Path) -> None:
     with pytest.raises(PseudoLabelError, match="vectors not found"):
         load_pseudo_vectors(tmp_path / "missing.json")
     assert not (tmp_path / "x.json").exists()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr", "anet_psvl", "anet_lfvmr"])
+def test_shipped_pseudo_label_configs_load(name: str) -> None:
+    from zeroground.config import load_config
+    from zeroground.pseudo.label import PseudoLabelConfig
+
+    cfg = load_config(REPO / "configs" / "pseudo" / f"{name}.yaml", PseudoLabelConfig)
+    assert cfg.method == name.split("_")[1]
+
+
+@pytest.mark.parametrize("name", ["charades_lfvmr", "anet_psvl", "anet_lfvmr"])
+def test_shipped_training_configs_load(name: str) -> None:
+    train_config = pytest.importorskip("zeroground.train.config")
+    cfg = train_config.load_train_config(REPO / "configs" / f"{name}.yaml")
+    assert cfg.model.query_encoder == ("clip" if name.endswith("lfvmr") else "tokens")
+    if name.endswith("lfvmr"):
+        assert cfg.data.query_vectors and cfg.train.query_noise_xi > 0
+        loop = pytest.importorskip("zeroground.train.loop")
+        assert callable(loop.QUERY_NOISE[cfg.train.query_noise])  # the Lafite hook

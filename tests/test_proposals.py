@@ -36,9 +36,11 @@ def spans_set(spans: np.ndarray) -> set[tuple[int, int]]:
         [0, 10, 30],                     # two scenes
     ],
 )
-def test_planted_segments_are_recovered(bounds: list[int]) -> None:
+@pytest.mark.parametrize("ranking", ["coherence", "atoms", "contrast"])
+def test_planted_segments_are_recovered(bounds: list[int], ranking: str) -> None:
     x = planted(bounds)
-    spans = propose_events(x, num_clusters=len(bounds) - 1, min_len=0.05, max_len=1.0, max_proposals=50, seed=3)
+    spans = propose_events(x, num_clusters=len(bounds) - 1, min_len=0.05, max_len=1.0, max_proposals=50, seed=3,
+                           ranking=ranking)
     planted_spans = set(zip(bounds[:-1], bounds[1:]))
     assert planted_spans <= spans_set(spans)
 
@@ -78,11 +80,48 @@ def test_length_bounds_and_max_proposals() -> None:
     assert ((lengths >= 0.15 - 1e-9) & (lengths <= 0.35 + 1e-9)).all()
 
 
-def test_single_atom_spans_come_first() -> None:
+@pytest.mark.parametrize("ranking", ["coherence", "atoms"])
+def test_single_atom_spans_come_first(ranking: str) -> None:
     atoms = np.array([[0, 10], [10, 20], [20, 30]])
+    x = np.repeat(np.eye(3, 4), 10, axis=0)
     spans = compose_events(atoms, 30, min_len=0.0, max_len=1.0, max_proposals=3, max_atoms=3,
-                           rng=np.random.default_rng(0))
+                           rng=np.random.default_rng(0), ranking=ranking, features=x)
     assert spans_set(spans) == {(0, 10), (10, 20), (20, 30)}
+
+
+def test_coherence_ranking_keeps_steady_atoms_over_transitions() -> None:
+    from zeroground.pseudo.proposals import coherence
+
+    rng = np.random.default_rng(0)
+    steady = np.repeat(np.eye(2, 8), 10, axis=0)  # frames 0-19: two steady activities
+    walk = rng.standard_normal((10, 8))  # frames 20-29: every frame different
+    x = np.concatenate([steady, walk])
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    starts, ends = np.array([0, 10, 20]), np.array([10, 20, 30])
+    score = coherence(x, starts, ends)
+    np.testing.assert_allclose(score[:2], 1.0)
+    expected_walk = np.linalg.norm(x[20:30].sum(0)) / 10  # mean cosine to the (unit) centroid
+    assert score[2] == pytest.approx(expected_walk) and score[2] < 0.6
+    atoms = np.stack([starts, ends], 1)
+    spans = compose_events(atoms, 30, min_len=0.0, max_len=1.0, max_proposals=2, max_atoms=1,
+                           rng=np.random.default_rng(0), ranking="coherence", features=x)
+    assert spans_set(spans) == {(0, 10), (10, 20)}
+    with pytest.raises(ProposalError, match="needs the frame features"):
+        compose_events(atoms, 30, min_len=0.0, max_len=1.0, max_proposals=2, max_atoms=1,
+                       rng=np.random.default_rng(0), ranking="coherence")
+
+
+def test_contrast_ranking_prefers_the_planted_spans() -> None:
+    from zeroground.pseudo.proposals import boundary_contrast
+
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.eye(3, 16), [10, 20, 10], axis=0) + 0.05 * rng.standard_normal((40, 16))  # orthogonal activities
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    starts, ends = np.array([10, 5, 10, 15]), np.array([30, 30, 35, 30])
+    score = boundary_contrast(x, starts, ends)
+    assert score.argmax() == 0  # [10, 30) beats spans that spill over or cut the segment
+    spans = propose_events(x, num_clusters=3, max_proposals=1, ranking="contrast", min_len=0.3)
+    np.testing.assert_array_equal(spans, [[10, 30]])
 
 
 def test_nothing_fits_bounds_falls_back_to_closest() -> None:
@@ -133,6 +172,7 @@ def test_spans_are_valid_for_any_input(t: int, d: int, k: int, seed: int) -> Non
         ({"features": np.full((5, 2), np.nan)}, "NaN"),
         ({"features": np.zeros((5, 2)), "min_len": 0.6, "max_len": 0.5}, "min_len"),
         ({"features": np.zeros((5, 2)), "num_clusters": 0}, "num_clusters"),
+        ({"features": np.zeros((5, 2)), "ranking": "best"}, "unknown ranking 'best'"),
     ],
 )
 def test_errors(kwargs: dict, match: str) -> None:

@@ -1,5 +1,103 @@
-"""CLI commands of one stage (see zeroground.cli)."""
+"""CLI for the grounding model: import-psvl, train, evaluate.
+
+Thin shells over ``zeroground.model.import_psvl``, ``zeroground.train.loop.train`` and
+``zeroground.train.evaluate.evaluate``. Expected bad input prints one line and exits 2.
+"""
 
 from __future__ import annotations
 
-from zeroground.cli import app  # noqa: F401
+import contextlib
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+from zeroground.cli import app
+
+_QUERY_ENCODERS = "tokens, clip"  # keys of zeroground.model.QUERY_ENCODERS (kept literal: --help stays instant)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Library errors about the user's input → 'error: …' and exit code 2, no traceback."""
+    from zeroground.config import ConfigError
+
+    try:
+        yield
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("import-psvl")
+def import_psvl_cmd(
+    checkpoint: Path = typer.Argument(..., help="Released PSVL checkpoint (.pth, a torch.save'd state dict)."),
+    train_annotations: Path = typer.Option(..., "--train-annotations", help=(
+        "The PSVL-JSON training file the checkpoint was trained on (e.g. "
+        "data/psvl/charades_train_pseudo_supervision_TEP_PS.json); the vocabulary is rebuilt from it.")),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    video_dim: Optional[int] = typer.Option(None, "--video-dim", help="Expected feature dimension (checked)."),
+) -> None:
+    """Convert a released PSVL checkpoint into a zeroground model directory."""
+    with _user_errors():
+        from zeroground.model import import_psvl
+
+        path = import_psvl(checkpoint, train_annotations, out, video_dim=video_dim)
+    typer.echo(f"wrote model directory {path}")
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, checkpoint, metrics.csv, plot, model/)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=(
+        "Training config YAML (e.g. configs/charades_psvl.yaml). Not needed with --resume.")),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=(
+        "Override a config value, e.g. --set data.features=FEATS --set train.epochs=10 (repeatable).")),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a grounding model (query encoders: tokens, clip). Final weights → OUT/model."""
+    with _user_errors():
+        from zeroground.train.config import TrainConfig, load_train_config, parse_overrides
+        from zeroground.train.loop import train
+
+        overrides = parse_overrides(set_)
+        if resume:
+            if config is not None or overrides:
+                typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
+            cfg = TrainConfig()
+        else:
+            if config is None:
+                raise ValueError("give --config CONFIG.yaml (or --resume to continue a run)")
+            cfg = load_train_config(config, overrides)
+        model_dir = train(cfg, out, resume=resume, progress=not quiet)
+    typer.echo(f"model written to {model_dir}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Model directory (import-psvl or train output)."),
+    features: Path = typer.Option(..., "--features", "-f", help="Feature store: folder of <vid>.npy or .h5 file."),
+    annotations: Path = typer.Option(..., "--annotations", "-a", help="Test annotations."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory for predictions.jsonl and metrics.json."),
+    format: str = typer.Option("auto", "--format", help="Annotation format: auto, psvl, charades_sta, activitynet."),
+    durations: Optional[Path] = typer.Option(None, "--durations", help="Video durations (Charades-STA text files)."),
+    text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help=(
+        "CLIP model (path or cached name) to embed sentences for clip-query models; "
+        "default: the one recorded in the model directory.")),
+    batch_size: int = typer.Option(256, "--batch-size"),
+) -> None:
+    """Ground every test query; write predictions (seconds) and metrics, print the table."""
+    with _user_errors():
+        from zeroground.train.evaluate import evaluate
+
+        metrics = evaluate(model, features, annotations, out, format=format, durations=durations,
+                           text_encoder=text_encoder, batch_size=batch_size, progress=True)
+    try:
+        from zeroground.cli.data_cmds import print_metrics_table
+
+        print_metrics_table({model.name: metrics})
+    except ImportError:  # pragma: no cover
+        for k, v in metrics.items():
+            typer.echo(f"{k}\t{100 * v:.2f}")
+    typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")

@@ -30,7 +30,7 @@ def _user_errors() -> Iterator[None]:
 
 @app.command("pseudo-label")
 def pseudo_label(
-    method: str = typer.Option(..., "--method", help=f"Pseudo-labelling method: {_METHODS}."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"Pseudo-labelling method: {_METHODS} (default: the --config's)."),
     features: Path = typer.Option(..., "--features", help="Feature store of the unlabeled videos (folder of <vid>.npy or .h5)."),
     out: Path = typer.Option(..., "--out", help="Output PSVL-JSON (LFVMR also writes OUT.npy; both write OUT.config.yaml)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Pseudo-label YAML (PseudoLabelConfig); the options below override it."),
@@ -57,7 +57,9 @@ def pseudo_label(
 
     with _user_errors():
         cfg = load_config(config, PseudoLabelConfig) if config else None
-        resolved = run(method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
+        if method is None and cfg is None:
+            raise ValueError("give --method (psvl or lfvmr) or a --config that names one")
+        resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
                        detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                        num_clusters=num_clusters, min_len=min_len, max_len=max_len,
                        max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection)

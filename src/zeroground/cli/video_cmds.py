@@ -49,6 +49,7 @@ def extract(
     fps: float = typer.Option(1.0, "--fps", help="Frames per second to sample (frame k = centre of [k/fps, (k+1)/fps))."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per forward pass of the vision tower."),
+    workers: Optional[int] = typer.Option(None, "--decode-workers", help="Videos decoded at once (default: 1 per 4 CPU cores, at most 4)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract L2-normalised CLIP frame features of videos into one HDF5 file.
@@ -61,7 +62,10 @@ def extract(
     from zeroground.features.extract import extract as run_extract
 
     with _user_errors():
-        report = run_extract(inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet)
+        report = run_extract(
+            inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet,
+            decode_workers=workers,
+        )
     rate = report.frames / report.seconds if report.seconds > 0 else 0.0
     typer.echo(
         f"{out}: {len(report.extracted)} video(s) extracted ({report.frames} frames, {rate:.1f} frames/s), "

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zeroground.data.synthetic.world import WorldConfig
+from zeroground.data.synthetic.world import WorldConfig, noun_vocabulary
 from zeroground.pseudo.lfvmr import LFVMRConfig
 from zeroground.pseudo.proposals import ProposalConfig
 from zeroground.pseudo.psvl import PSVLConfig
@@ -50,7 +50,7 @@ def shipped_tiny_clip() -> Path:
 class DemoModelConfig:
     """Size of the grounding model in the demo (the PSVL architecture, scaled down)."""
 
-    num_segments: int = 64
+    num_segments: int = 32
     embed_dim: int = 64
     query_gru_hidden: int = 64
     video_gru_hidden: int = 64
@@ -58,7 +58,7 @@ class DemoModelConfig:
     fusion_layers: int = 1
     nonlocal_layers: int = 1
     nonlocal_heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0
     clip_query_len: int = 4
 
 
@@ -66,9 +66,9 @@ class DemoModelConfig:
 class DemoTrainConfig:
     """Training budget of each grounding model."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 3e-3
     noise_level: float = 0.1  # LFVMR: Lafite-style perturbation of the pseudo query vectors
     seed: int = 0
 
@@ -86,8 +86,11 @@ class DemoConfig:
     methods: list[str] = field(default_factory=lambda: list(BASELINES + TRAINED))
     plot_queries: int = 4
     world: WorldConfig = field(default_factory=WorldConfig)
-    proposals: ProposalConfig = field(default_factory=ProposalConfig)
-    psvl: PSVLConfig = field(default_factory=PSVLConfig)
+    # Events of this world last 4-12 s of 30-60 s videos: proposals between 5 % and 40 % of a video.
+    proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(
+        num_clusters=6, min_len=0.05, max_len=0.4, max_proposals=12, max_atoms=2))
+    # Zero-shot tagging over the world's nouns (the tiny CLIP knows no others); one verb draw per event.
+    psvl: PSVLConfig = field(default_factory=lambda: PSVLConfig(nouns=noun_vocabulary(), queries_per_event=1))
     lfvmr: LFVMRConfig = field(default_factory=LFVMRConfig)
     model: DemoModelConfig = field(default_factory=DemoModelConfig)
     train: DemoTrainConfig = field(default_factory=DemoTrainConfig)
@@ -157,7 +160,7 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     from zeroground.features.clip import load_clip
     from zeroground.features.extract import extract
     from zeroground.features.store import FeatureStore
-    from zeroground.io import atomic_write_json
+    from zeroground.io import atomic_write_json, atomic_write_text
 
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -172,21 +175,34 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    # 1. the world
-    _log(f"rendering {cfg.train_videos} unlabelled train videos and {cfg.test_videos} test videos", echo)
-    train_split = make_world(out, "train", cfg.train_videos, seed=cfg.seed, cfg=cfg.world)
-    test_split = make_world(out, "test", cfg.test_videos, seed=cfg.seed, cfg=cfg.world)
+    # 1. the world (reused when an earlier run in ``out`` made the very same one)
+    fingerprint = json.dumps({"seed": cfg.seed, "train": cfg.train_videos, "test": cfg.test_videos,
+                              "world": dataclasses.asdict(cfg.world), "fps": cfg.feature_fps,
+                              "clip": str(clip_path)}, sort_keys=True)
+    fp_file = out / "world_fingerprint.json"
+    feats_path = out / "features.h5"
+    reuse = fp_file.exists() and fp_file.read_text() == fingerprint and feats_path.exists()
+    if reuse:
+        _log("reusing the videos and features of the previous run in this folder (same world)", echo)
+        train_split = _reload_split(out, "train")
+        test_split = _reload_split(out, "test")
+    else:
+        fp_file.unlink(missing_ok=True)
+        feats_path.unlink(missing_ok=True)
+        _log(f"rendering {cfg.train_videos} unlabelled train videos and {cfg.test_videos} test videos", echo)
+        train_split = make_world(out, "train", cfg.train_videos, seed=cfg.seed, cfg=cfg.world)
+        test_split = make_world(out, "test", cfg.test_videos, seed=cfg.seed, cfg=cfg.world)
     corpus = write_corpus(out / "corpus.txt", cfg.corpus_videos, cfg.seed, cfg.world)
     seconds["world"] = time.perf_counter() - t0
 
     # 2. features
     t = time.perf_counter()
-    feats_path = out / "features.h5"
     _log(f"extracting CLIP features at {cfg.feature_fps} fps with {clip_path.name}", echo)
     report = extract(train_split.videos + test_split.videos, str(clip_path), feats_path, fps=cfg.feature_fps,
                      progress=progress)
     if report.failed:
         raise DemoError(f"feature extraction failed for {sorted(report.failed)}")
+    atomic_write_text(fp_file, fingerprint)
     store = FeatureStore.open(feats_path)
     clip = load_clip(str(clip_path))
     seconds["extract"] = time.perf_counter() - t
@@ -222,11 +238,15 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
 
             records[method] = clip_training_free(store, test_moments, clip, top_k=1)
         else:
+            from zeroground.demo.training import predict_demo_model, train_demo_model
+
             train_file = pseudo_files.get(method, train_split.annotations)
             model_dir = out / "models" / method
             _log(f"training {method} on {train_file.relative_to(out)}", echo)
-            train_grounding_model(method, train_file, store, model_dir, cfg, clip_path, progress=progress)
-            records[method] = predict_grounding_model(model_dir, store, test_moments, clip)
+            train_demo_model(method, train_file, feats_path, out / "runs" / method, model_dir, cfg, clip_path,
+                             clip=clip, progress=progress)
+            records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
+                                                 out / "runs" / method / "test")
         seconds[method] = time.perf_counter() - tm
     seconds["train_eval"] = time.perf_counter() - t
 
@@ -280,18 +300,13 @@ def score_row(method: str, records: list) -> dict[str, Any]:
     return {"method": method, **{k: round(float(metrics[k]), 4) for k in METRIC_KEYS}}
 
 
-def train_grounding_model(method: str, train_file: Path, store, model_dir: Path, cfg: DemoConfig, clip_path: Path,
-                          *, progress: bool) -> Path:
-    """Train one grounding model; filled in by the training adapter below."""
-    from zeroground.demo.training import train_demo_model
+def _reload_split(out: Path, split: str):
+    from zeroground.data.synthetic import WorldSplit, load_plans
 
-    return train_demo_model(method, train_file, store, model_dir, cfg, clip_path, progress=progress)
-
-
-def predict_grounding_model(model_dir: Path, store, moments, clip) -> list:
-    from zeroground.demo.training import predict_demo_model
-
-    return predict_demo_model(model_dir, store, moments, clip)
+    world = out / "annotations" / f"{split}_world.json"
+    plans = load_plans(world)
+    return WorldSplit(split, [out / "videos" / f"{p.video}.mp4" for p in plans],
+                      out / "annotations" / f"{split}.json", world, plans)
 
 
 # --------------------------------------------------------------------------- output

@@ -16,13 +16,17 @@ finished videos.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zeroground.features.clip import ClipEncoder
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -89,15 +93,14 @@ def _batched(it: Iterator, n: int) -> Iterator[list]:
         yield batch
 
 
-_END = object()
-
-
-def _produce(paths: Sequence[Path], fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event) -> None:
+def _produce(paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event) -> None:
     """Background decoder: puts ("batch", vid, frames) / ("done", vid, duration) / ("error", path, msg)."""
     from zeroground.video.decode import VideoError, iter_video_frames
 
-    for path in paths:
-        if stop.is_set():
+    while not stop.is_set():
+        try:
+            path = paths.get_nowait()
+        except queue.Empty:
             break
         info: dict = {}
         try:
@@ -105,18 +108,22 @@ def _produce(paths: Sequence[Path], fps: float, batch_size: int, q: "queue.Queue
                 frames = np.stack([f for f, _ in batch])  # [B, H, W, 3] uint8
                 q.put(("batch", path.stem, frames))
                 if stop.is_set():
-                    break
+                    return
             q.put(("done", path.stem, float(info["duration"])))
         except VideoError as err:
             q.put(("error", str(path), str(err)))
         except Exception as err:  # anything else a broken file can throw: report, keep going
             q.put(("error", str(path), f"{type(err).__name__}: {err}"))
-    q.put((_END, None, None))
+
+
+def default_decode_workers() -> int:
+    """Videos decoded at once: 1 on small machines, up to 4 where cores are plenty."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 def extract(
     inputs: Sequence[str | Path],
-    encoder: str,
+    encoder: "str | ClipEncoder",
     out: str | Path,
     *,
     fps: float = 1.0,
@@ -124,12 +131,17 @@ def extract(
     batch_size: int = 64,
     progress: bool = True,
     on_video_done: Callable[[str], None] | None = None,
+    decode_workers: int | None = None,
 ) -> ExtractReport:
     """Extract CLIP features of every video in ``inputs`` into the HDF5 file ``out``.
 
+    ``encoder`` is a CLIP name/path, or an already loaded
+    :class:`~zeroground.features.clip.ClipEncoder` (its ``name`` is recorded).
     Resumable: videos already complete in ``out`` are skipped. Corrupt or
     unreadable videos are reported in ``ExtractReport.failed`` and skipped.
     ``on_video_done`` is called after each video is safely on disk.
+    ``decode_workers`` videos are decoded at once (default
+    :func:`default_decode_workers`); batches of one video stay in order.
     """
     import time
 
@@ -147,7 +159,9 @@ def extract(
         raise ExtractError(f"no video files found in {', '.join(map(str, inputs))} (suffixes {', '.join(VIDEO_SUFFIXES)})")
     report = ExtractReport(out=out)
     t0 = time.perf_counter()
-    with H5FeatureWriter(out, attrs={"fps": float(fps), "encoder": str(encoder)}) as writer:
+    loaded = None if isinstance(encoder, (str, Path)) else encoder
+    name = str(encoder) if loaded is None else loaded.name
+    with H5FeatureWriter(out, attrs={"fps": float(fps), "encoder": name}) as writer:
         fh = writer._fh  # per-entry duration attrs; the writer's API has no slot for them
         durations = _read_durations(fh)
         todo = []
@@ -159,11 +173,12 @@ def extract(
         if todo:
             from zeroground.features.clip import load_clip
 
-            clip = load_clip(encoder, device=device)
+            clip = loaded if loaded is not None else load_clip(encoder, device=device)
             if "dim" in fh.attrs and int(fh.attrs["dim"]) != clip.dim:
                 raise ExtractError(f"{out}: holds {int(fh.attrs['dim'])}-d features; encoder {encoder!r} gives {clip.dim}-d")
             fh.attrs["dim"] = clip.dim
-            _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done)
+            workers = default_decode_workers() if decode_workers is None else decode_workers
+            _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -176,13 +191,21 @@ def _read_durations(fh) -> dict[str, float]:
     return durations
 
 
-def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done) -> None:
+def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    q: "queue.Queue" = queue.Queue(maxsize=4)
+    q: "queue.Queue" = queue.Queue(maxsize=workers + 1)  # bounded: decoded frames are big
     stop = threading.Event()
-    producer = threading.Thread(target=_produce, args=(todo, fps, batch_size, q, stop), daemon=True)
-    producer.start()
+    paths: "queue.Queue" = queue.Queue()
+    for p in todo:
+        paths.put(p)
+    producers = [
+        threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop), daemon=True)
+        for _ in range(max(1, min(workers, len(todo))))
+    ]
+    for t in producers:
+        t.start()
+    pending = len(todo)  # videos not yet written or reported
     columns = (
         TextColumn("[bold]extract[/] {task.description}"),
         BarColumn(),
@@ -199,9 +222,9 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
         with Progress(*columns, disable=not progress, transient=False) as bar:
             task = bar.add_task("", total=len(todo), fps_rate="")
             while True:
-                kind, key, payload = q.get()
-                if kind is _END:
+                if pending == 0:
                     break
+                kind, key, payload = q.get()
                 if kind == "batch":
                     chunks.setdefault(key, []).append(clip.encode_images(payload, batch_size=batch_size))
                     report.frames += len(payload)
@@ -214,21 +237,25 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
                     durations[key] = payload
                     fh.flush()
                     report.extracted.append(key)
+                    pending -= 1
                     bar.advance(task)
                     if on_video_done is not None:
                         on_video_done(key)
                 else:  # error
                     chunks.pop(Path(key).stem, None)
                     report.failed[key] = payload
-                    bar.console.print(f"[yellow]skipped[/] {key}: {payload}")
+                    pending -= 1
+                    if progress:  # the caller gets the full list in the report
+                        bar.console.print(f"[yellow]skipped[/] {key}: {payload}")
                     bar.advance(task)
     finally:
         stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                producer.join(timeout=0.05)
+        for t in producers:
+            while t.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(timeout=0.05)
 
 
 def read_durations(path: str | Path) -> dict[str, float]:

@@ -27,22 +27,25 @@ class TrainedModel:
     cfg: Any
     vocab: Any
     device: str = "cpu"
+    metadata: dict | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "TrainedModel":
+        from zeroground.model import ModelDirError, load_model_dir, read_model_config
+
         path = Path(path)
         if not path.is_dir():
             raise TrainedModelError(
-                f"model directory not found: {path} (give a directory written by 'zeroground train', "
+                f"model directory not found: {path} (give a directory written by zeroground's trainer, "
                 "or 'training-free')"
             )
         try:
-            from zeroground.model import load_model_dir
-        except ImportError as err:  # pragma: no cover - the model package always has it once landed
-            raise TrainedModelError(f"this zeroground has no model loader ({err})") from err
-        model, cfg, vocab = load_model_dir(path)
+            model, cfg, vocab = load_model_dir(path)
+            _, meta = read_model_config(path)
+        except ModelDirError as err:
+            raise TrainedModelError(str(err)) from None
         model = model.eval().to(device)
-        return cls(path, model, cfg, vocab, device)
+        return cls(path, model, cfg, vocab, device, meta)
 
     @property
     def query_encoder(self) -> str:
@@ -50,8 +53,12 @@ class TrainedModel:
 
     @property
     def encoder(self) -> str | None:
-        """The CLIP encoder recorded in the model directory, if any."""
-        return getattr(self.cfg, "text_encoder", None) or getattr(self.cfg, "video_encoder", None)
+        """The CLIP encoder recorded in the model directory (config or metadata), if any."""
+        meta = self.metadata or {}
+        for key in ("encoder", "video_encoder", "features_encoder", "text_encoder"):
+            if meta.get(key):
+                return str(meta[key])
+        return getattr(self.cfg, "text_encoder", None) or None
 
     def check_video_dim(self, dim: int, encoder: str) -> None:
         want = int(getattr(self.cfg, "video_dim", dim))
@@ -73,8 +80,8 @@ class TrainedModel:
             query = simplify([sentence])  # [[token, ...]]
             if not query[0]:
                 raise TrainedModelError(f"query {sentence!r} has no content words after simplification")
-        spans = predict_spans(self.model, self.cfg, self.vocab, [features], query, device=self.device)
-        start, end = (float(x) for x in np.asarray(spans, dtype=np.float64).reshape(-1, 2)[0])  # normalised
+        pred = predict_spans(self.model, self.cfg, self.vocab, features, query, device=self.device)
+        start, end = (float(x) for x in np.asarray(pred.spans, dtype=np.float64)[0])  # normalised
         start, end = max(0.0, min(1.0, start)), max(0.0, min(1.0, end))
         if end < start:
             start, end = end, start

@@ -1,0 +1,22 @@
+"""The grounding model (PSVL's cross-modality two-stage attention network).
+
+Importing this package does not import the trainer (``zeroground.train``).
+"""
+
+from zeroground.model.model_dir import (
+    ModelDirError,
+    import_psvl,
+    load_model_dir,
+    read_model_config,
+    save_model_dir,
+)
+from zeroground.model.predict import SpanPredictions, check_feature_dim, predict_spans, query_batch
+from zeroground.model.preprocess import EmptyQueryError, build_vocab, encode_queries, segment_batch
+from zeroground.model.psvl import QUERY_ENCODERS, GroundingModel, ModelConfig, QueryBatch, grounding_loss
+
+__all__ = [
+    "QUERY_ENCODERS", "GroundingModel", "ModelConfig", "QueryBatch", "grounding_loss",
+    "save_model_dir", "load_model_dir", "read_model_config", "import_psvl", "ModelDirError",
+    "predict_spans", "SpanPredictions", "query_batch", "check_feature_dim",
+    "build_vocab", "encode_queries", "segment_batch", "EmptyQueryError",
+]

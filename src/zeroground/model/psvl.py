@@ -308,15 +308,26 @@ class GroundingModel(nn.Module):
     def forward(self, video_feats: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
         """video_feats [B, S, Dv], video_mask [B, S] (nonzero = valid), query → dict of
         ``timestamps`` [B, 2] (normalised, ReLU'd, unclamped) and ``attention_weights`` [B, S]."""
+        video_mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # accepts [B, S, 1] too
+        q, q_mask = self.query_encoder(as_query_batch(query))  # query first, as the reference (dropout order)
+        return self._fuse(q, q_mask, self.encode_video(video_feats, video_mask), video_mask)
+
+    def encode_video(self, video_feats: Tensor, video_mask: Tensor) -> Tensor:
+        """The query-independent part: [B, S, Dv] → v [B, S, D]. Encode a video once, ask many queries."""
         if video_feats.shape[-1] != self.cfg.video_dim:
             raise ValueError(
                 f"video features have dimension {video_feats.shape[-1]}, the model expects {self.cfg.video_dim}"
             )
-        video_mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # accepts [B, S, 1] too
+        return self.video_encoder(video_feats, video_mask.reshape(video_mask.shape[0], -1).bool())
+
+    def ground(self, v: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
+        """Fusion, non-local blocks and head on an encoded video ``v`` [B, S, D]."""
         q, q_mask = self.query_encoder(as_query_batch(query))  # [B, L, D], [B, L]
-        v = self.video_encoder(video_feats, video_mask)  # [B, S, D]
-        q_fused = self.s_fusor(q, v, video_mask)  # [B, L, D]
-        v_fused = self.v_fusor(v, q, q_mask)  # [B, S, D]
+        return self._fuse(q, q_mask, v, video_mask.reshape(video_mask.shape[0], -1).bool())
+
+    def _fuse(self, q: Tensor, q_mask: Tensor, v: Tensor, video_mask: Tensor) -> dict[str, Tensor]:
+        q_fused = self.s_fusor(q, v, video_mask)  # [B, L, D]: words attend to the unfused video
+        v_fused = self.v_fusor(v, q, q_mask)  # [B, S, D]: segments attend to the unfused words
         v_two_stage = self.cv_fusor(v_fused, q_fused, q_mask)  # [B, S, D]
         for block in self.non_locals_layer:
             v_two_stage = block(v_two_stage, video_mask)

@@ -29,6 +29,7 @@ from zeroground.pseudo.psvl import (
     PSVLConfig,
     VerbStats,
     clip_tag_frames,
+    corpus_nouns,
     event_nouns,
     load_verb_stats,
     pick_verbs,
@@ -132,9 +133,14 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
             raise PseudoLabelError("PSVL verbs need a text corpus: give --corpus FILE.txt "
                                    "(one sentence per line) or saved verb statistics (.json)")
         verb_stats = load_verb_stats(cfg.corpus, exclude_verbs=pc.exclude_verbs, progress=progress)
-    noun_emb = None
+    noun_emb, vocab = None, []
     if detections is None:
-        prompts = [pc.tag_prompt.format(n) if "{}" in pc.tag_prompt else n for n in pc.nouns]
+        vocab = list(pc.nouns) if pc.nouns else corpus_nouns(
+            verb_stats, max_nouns=pc.vocab_size, min_count=pc.vocab_min_count)
+        if not vocab:
+            raise PseudoLabelError("CLIP tagging has no noun vocabulary: the corpus yielded no noun-verb "
+                                   "pairs; give psvl.nouns in the config")
+        prompts = [pc.tag_prompt.format(n) if "{}" in pc.tag_prompt else n for n in vocab]
         noun_emb = np.asarray(clip_model.encode_texts(prompts))  # [V, D]
     else:
         missing = [v for v in vids if v not in detections]
@@ -153,17 +159,18 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                 raise PseudoLabelError(
                     f"video {vid!r}: features have D={feats.shape[1]} but the CLIP model embeds in "
                     f"D={noun_emb.shape[1]}; CLIP tagging needs CLIP image features of the same model")
-            frame_labels = clip_tag_frames(feats, noun_emb, pc.nouns, top_k=pc.tag_top_k,
+            frame_labels = clip_tag_frames(feats, noun_emb, vocab, top_k=pc.tag_top_k,
                                            temperature=pc.tag_temperature)
         for s, e in spans:
             nouns = event_nouns(frame_labels, (s / t, e / t), num_nouns=pc.num_nouns, min_score=pc.min_score)
+            seen: set[tuple[str, ...]] = set()
             for _ in range(max(1, pc.queries_per_event)):
                 verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
                 tokens = verbs + nouns
-                if tokens:
+                key = tuple(sorted(verbs)) + tuple(nouns)
+                if tokens and key not in seen:  # a repeated draw would only duplicate the item
+                    seen.add(key)
                     moments.append(_moment(vid, durations[vid], (int(s), int(e)), t, tokens))
-                if pc.verb_sampling == "top":
-                    break  # identical draws would only duplicate the item
     return moments, None
 
 
@@ -223,7 +230,7 @@ def resolve_config(method: str, features: Any, out_path: str | Path,
     cfg.psvl = dataclasses.replace(cfg.psvl)
     cfg.lfvmr = dataclasses.replace(cfg.lfvmr)
     cfg.method = method
-    cfg.features = str(features) if isinstance(features, (str, Path)) else getattr(features, "path", "<in-memory>").__str__()
+    cfg.features = str(features if isinstance(features, (str, Path)) else getattr(features, "path", "<in-memory>"))
     cfg.out = str(out_path)
     top = {f.name for f in dataclasses.fields(PseudoLabelConfig)} - set(_SECTIONS)
     for name, value in knobs.items():

@@ -40,7 +40,9 @@ class LFVMRConfig:
     """LFVMR pseudo-query knobs (documented in docs/methods.md)."""
 
     selection: str = "medoid"   # one of SELECTION_RULES
-    noise_level: float = 0.1    # xi, used by the training loop through perturb_clip_vectors
+    # xi of the Lafite noise. Recorded with the pseudo-labels for reference only: noise is
+    # applied by the trainer at every step (training config train.query_noise_xi).
+    noise_level: float = 0.1
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
+RANKINGS: tuple[str, ...] = ("coherence", "atoms", "contrast")
+
+
 class ProposalError(ValueError):
     """Features or knobs that cannot give proposals."""
 
@@ -44,6 +47,7 @@ class ProposalConfig:
     n_init: int = 3                # k-means restarts; the lowest inertia wins
     max_iter: int = 30
     seed: int = 0
+    ranking: str = "coherence"     # which candidates to keep (RANKINGS; see compose_events)
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -93,9 +97,9 @@ def kmeans(x: np.ndarray, k: int, *, n_init: int = 3, max_iter: int = 30,
             if np.array_equal(new, labels):
                 break
             labels = new
-            counts = np.bincount(labels, minlength=k).astype(x.dtype)  # [K]
-            sums = np.zeros_like(centres)
-            np.add.at(sums, labels, x)
+            onehot = (labels[None, :] == np.arange(k)[:, None]).astype(x.dtype)  # [K, T]
+            counts = onehot.sum(1)  # [K]
+            sums = onehot @ x  # [K, D]
             empty = counts == 0
             centres[~empty] = sums[~empty] / counts[~empty, None]
             if empty.any():  # re-seed an empty cluster at the worst-fitted frame
@@ -141,17 +145,52 @@ def atomic_events(labels: np.ndarray, features: np.ndarray | None = None,
     return np.asarray(runs, dtype=np.int64).reshape(-1, 2)
 
 
-def compose_events(atoms: np.ndarray, num_frames: int, *, min_len: float, max_len: float,
-                   max_proposals: int, max_atoms: int, rng: np.random.Generator) -> np.ndarray:
-    """Pseudo-events = runs of 1..``max_atoms`` consecutive atomic events within the
-    length bounds; at most ``max_proposals``, fewer atoms first (ties in random order),
-    returned sorted by start.
+def boundary_contrast(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How much each span ``[starts, ends)`` looks like one event: the mean cosine of its
+    frames to its centroid minus the cosine between its centroid and the centroid of the
+    frames just outside it (half the span's length on each side). ``x`` is ``[T, D]``
+    with unit rows; returns ``[P]``. A span that cuts an activity in two, or spills over
+    into the next one, scores lower than the span that matches it.
+    """
+    t = x.shape[0]
+    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)])  # [T+1, D]
+    inside = csum[ends] - csum[starts]  # [P, D]
+    n = (ends - starts).astype(np.float64)
+    inside_norm = np.linalg.norm(inside, axis=1)
+    intra = inside_norm / n
+    w = np.maximum(1, (ends - starts) // 2)
+    lo, hi = np.maximum(0, starts - w), np.minimum(t, ends + w)
+    outside = (csum[starts] - csum[lo]) + (csum[hi] - csum[ends])  # [P, D]
+    out_norm = np.linalg.norm(outside, axis=1)
+    cross = np.where(out_norm > 0, np.einsum("pd,pd->p", inside, outside)
+                     / np.maximum(inside_norm * out_norm, 1e-12), 0.0)
+    return intra - cross
 
-    Fewer-atoms-first because a single atomic event is the unit most likely to be
-    one action; longer compositions come next as PSVL's "combination of consecutive
-    atomic events". If nothing fits the bounds (very short or one-shot videos) the
-    span whose length is closest to the bounds is kept, so no video is silently
-    dropped.
+
+def coherence(x: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Mean cosine of each span's frames to the span's centroid (``x`` has unit rows) ->
+    ``[P]``: high for a steady activity, low for a transition (walking, a camera pan)."""
+    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, 0)])  # [T+1, D]
+    return np.linalg.norm(csum[ends] - csum[starts], axis=1) / (ends - starts)
+
+
+def compose_events(atoms: np.ndarray, num_frames: int, *, min_len: float, max_len: float,
+                   max_proposals: int, max_atoms: int, rng: np.random.Generator,
+                   ranking: str = "coherence", features: np.ndarray | None = None) -> np.ndarray:
+    """Pseudo-events = runs of 1..``max_atoms`` consecutive atomic events within the
+    length bounds; at most ``max_proposals``, returned sorted by start.
+
+    Which candidates are kept (``ranking``):
+
+    * ``coherence`` (default): fewer atoms first, then the most coherent (mean cosine of
+      frames to the span's centroid) -- a single atomic event is the unit most likely to
+      be one action, and among those a steady one beats a transition (walking, a pan);
+    * ``atoms``: fewer atoms first, ties in random order;
+    * ``contrast``: highest :func:`boundary_contrast`, regardless of atom count.
+
+    ``features`` (``[T, D]``, unit rows) are needed by ``coherence`` and ``contrast``.
+    If nothing fits the bounds (very short or one-shot videos) the span whose length is
+    closest to the bounds is kept, so no video is silently dropped.
     """
     a = atoms.shape[0]
     i, j = np.triu_indices(a)  # candidate runs atoms[i..j]
@@ -164,7 +203,16 @@ def compose_events(atoms: np.ndarray, num_frames: int, *, min_len: float, max_le
         gap = np.maximum(min_len - frac, 0) + np.maximum(frac - max_len, 0)
         ok = gap <= gap.min() + 1e-9
     starts, ends, n_atoms = starts[ok], ends[ok], (j - i)[ok]
-    order = np.lexsort((rng.random(starts.shape[0]), n_atoms))[:max_proposals]
+    if ranking != "atoms" and features is None:
+        raise ProposalError(f"ranking {ranking!r} needs the frame features")
+    if ranking == "contrast":
+        score = boundary_contrast(features, starts, ends)
+        order = np.lexsort((rng.random(starts.shape[0]), -score))[:max_proposals]
+    elif ranking == "coherence":
+        score = coherence(features, starts, ends)
+        order = np.lexsort((-score, n_atoms))[:max_proposals]
+    else:
+        order = np.lexsort((rng.random(starts.shape[0]), n_atoms))[:max_proposals]
     spans = np.stack([starts[order], ends[order]], 1)
     return spans[np.lexsort((spans[:, 1], spans[:, 0]))]
 
@@ -172,7 +220,7 @@ def compose_events(atoms: np.ndarray, num_frames: int, *, min_len: float, max_le
 def propose_events(features: np.ndarray, *, num_clusters: int = 5, min_len: float = 0.1,
                    max_len: float = 0.85, max_proposals: int = 8, seed: int = 0,
                    max_atoms: int = 3, min_atom_frames: int = 2, smooth: int = 3,
-                   n_init: int = 3, max_iter: int = 30) -> np.ndarray:
+                   n_init: int = 3, max_iter: int = 30, ranking: str = "coherence") -> np.ndarray:
     """Pseudo-events of one video from its frame features ``[T, D]``.
 
     Returns an int array ``[P, 2]`` of ``(start, end)`` frame indices, ``end``
@@ -190,6 +238,8 @@ def propose_events(features: np.ndarray, *, num_clusters: int = 5, min_len: floa
         raise ProposalError(
             f"num_clusters, max_proposals and max_atoms must be >= 1, found "
             f"{num_clusters}, {max_proposals}, {max_atoms}")
+    if ranking not in RANKINGS:
+        raise ProposalError(f"unknown ranking {ranking!r}; choose one of {list(RANKINGS)}")
     if not 0.0 <= min_len <= max_len <= 1.0:
         raise ProposalError(f"need 0 <= min_len <= max_len <= 1, found min_len={min_len}, max_len={max_len}")
     rng = np.random.default_rng(seed)
@@ -200,7 +250,8 @@ def propose_events(features: np.ndarray, *, num_clusters: int = 5, min_len: floa
     labels = kmeans(x, num_clusters, n_init=n_init, max_iter=max_iter, rng=rng)
     atoms = atomic_events(labels, x, min_atom_frames=min_atom_frames)
     return compose_events(atoms, t, min_len=min_len, max_len=max_len,
-                          max_proposals=max_proposals, max_atoms=max_atoms, rng=rng)
+                          max_proposals=max_proposals, max_atoms=max_atoms, rng=rng,
+                          ranking=ranking, features=x)
 
 
 def propose_events_with(features: np.ndarray, cfg: ProposalConfig) -> np.ndarray:
@@ -209,4 +260,4 @@ def propose_events_with(features: np.ndarray, cfg: ProposalConfig) -> np.ndarray
         features, num_clusters=cfg.num_clusters, min_len=cfg.min_len, max_len=cfg.max_len,
         max_proposals=cfg.max_proposals, seed=cfg.seed, max_atoms=cfg.max_atoms,
         min_atom_frames=cfg.min_atom_frames, smooth=cfg.smooth, n_init=cfg.n_init,
-        max_iter=cfg.max_iter)
+        max_iter=cfg.max_iter, ranking=cfg.ranking)

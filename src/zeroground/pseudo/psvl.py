@@ -38,16 +38,6 @@ from zeroground.io import atomic_write_json
 
 FrameLabels = list[list[tuple[str, float]]]  # per frame: [(label, score), ...]
 
-#: A default noun vocabulary for CLIP tagging: Charades-style household objects and
-#: people (the nouns of PSVL's released pseudo-labels are of this kind).
-DEFAULT_NOUNS: tuple[str, ...] = (
-    "person", "man", "woman", "door", "window", "table", "chair", "bed", "sofa", "floor",
-    "wall", "shelf", "cabinet", "closet", "refrigerator", "laptop", "phone", "book",
-    "cup", "glass", "bottle", "box", "bag", "pillow", "blanket", "towel", "shoe",
-    "clothes", "food", "sandwich", "dish", "broom", "vacuum", "mirror", "picture",
-    "light", "lamp", "television", "desk", "stairs", "kitchen", "bathroom", "ball",
-)
-
 
 class PSVLError(ValueError):
     """Bad input for PSVL pseudo queries; the message names the file and the item."""
@@ -65,7 +55,11 @@ class PSVLConfig:
     tag_top_k: int = 3                 # CLIP tagging: labels kept per frame
     tag_prompt: str = "a photo of a {}."  # CLIP tagging prompt; "{}" is the noun
     tag_temperature: float = 100.0     # CLIP's logit scale: softmax(100 * cosine)
-    nouns: list[str] = field(default_factory=lambda: list(DEFAULT_NOUNS))
+    # CLIP tagging vocabulary; None = the corpus's nouns (those with verb statistics,
+    # at least `vocab_min_count` pairs, the `vocab_size` most frequent)
+    nouns: list[str] | None = None
+    vocab_size: int = 1000
+    vocab_min_count: int = 2
     exclude_verbs: list[str] = field(default_factory=lambda: ["be", "have", "do"])
 
 
@@ -240,6 +234,24 @@ def compute_verb_stats(corpus: str | Path | Sequence[str], *, exclude_verbs: Ite
             totals[verb] += 1
     return VerbStats(pairs={n: dict(c) for n, c in pairs.items()}, verb_totals=dict(totals),
                      sentences=len(sentences))
+
+
+def corpus_nouns(stats: VerbStats, *, max_nouns: int = 1000, min_count: int = 2) -> list[str]:
+    """The tagging vocabulary implied by a corpus: nouns seen with a verb at least
+    ``min_count`` times, most frequent first (ties alphabetical), at most ``max_nouns``.
+
+    Why the corpus: a noun with no verb statistics cannot give a verb, and the corpus
+    is the user's statement of what the videos are about. Words the corpus uses more
+    often as verbs than as nouns are left out (spaCy mis-tags "open" in "pulls the
+    door open"). Falls back to every noun of
+    the corpus when the threshold leaves none (tiny corpora).
+    """
+    counts = {n: sum(v.values()) for n, v in stats.pairs.items()}
+    # a word the corpus uses more often as a verb ("pulls the door open") is a tagging error
+    counts = {n: c for n, c in counts.items() if stats.verb_totals.get(n, 0) <= c}
+    ranked = sorted(counts, key=lambda n: (-counts[n], n))
+    kept = [n for n in ranked if counts[n] >= min_count] or ranked
+    return kept[:max_nouns]
 
 
 def load_verb_stats(corpus: str | Path, **kw: Any) -> VerbStats:

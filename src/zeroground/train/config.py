@@ -1,0 +1,79 @@
+"""Training configuration: one YAML file ↔ these dataclasses (``zeroground.config``).
+
+    model:  ModelConfig (zeroground.model.psvl) — architecture sizes
+    data:   what to train on (annotation file, feature store, optional query vectors / val set)
+    train:  optimisation recipe (SPEC §4 defaults: Adam 4e-4, batch 256, drop_last, 500 epochs, seed 38)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zeroground.config import load_config
+from zeroground.model.psvl import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Training data. The annotation file may hold PSVL pseudo-labels or true spans."""
+
+    train_annotations: str = "PATH/TO/charades_train_pseudo_supervision_TEP_PS.json"
+    features: str = "PATH/TO/charades_i3d_features"  # folder of <vid>.npy or one .h5
+    format: str = "auto"  # annotation reader: auto | psvl | charades_sta | activitynet
+    durations: str | None = None  # per-video durations (Charades-STA text files only)
+    # CLIP-space query vectors, float32 [N, Dc] aligned with the annotation file order
+    # (query_encoder: clip). Written e.g. by the LFVMR pseudo-labeller.
+    query_vectors: str | None = None
+    # Optional validation set, evaluated per epoch for the log only (no model selection).
+    val_annotations: str | None = None
+    val_format: str = "auto"
+    val_features: str | None = None  # default: same store as training
+    val_durations: str | None = None
+    preload_features: bool = True  # keep every training video in memory (the reference does)
+
+
+@dataclass
+class OptimConfig:
+    """The optimisation recipe; defaults are PSVL's (SPEC §4)."""
+
+    epochs: int = 500
+    batch_size: int = 256
+    drop_last: bool = True
+    lr: float = 4e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    seed: int = 38
+    num_threads: int | None = None  # torch threads; None = torch's default
+    # Per-sample perturbation of CLIP-space query vectors each step (LFVMR), by name
+    # (see zeroground.train.loop.QUERY_NOISE); xi = relative noise level.
+    query_noise: str = "none"
+    query_noise_xi: float = 0.0
+    val_every: int = 1  # epochs between validation passes (when val_annotations is set)
+    val_batch_size: int = 256
+    plot: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.epochs=5", "model.hidden=64"]`` → {dotted key: YAML-parsed value}."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"override {pair!r} is not of the form key=value (e.g. train.epochs=5)")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    return load_config(path, TrainConfig, overrides)

@@ -1,0 +1,96 @@
+"""``zeroground evaluate``: a model directory on a test set → predictions.jsonl + metrics.json.
+
+Spans in seconds are the model's normalised output × duration, not clamped and not
+reordered, so the reference's outputs are reproduced as they are. Metrics are the
+per-query means of ``zeroground.eval`` (the standard; SPEC §5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeroground.io import atomic_write_json
+from zeroground.train.data import TrainingDataError, open_features_for, query_tokens
+
+
+def evaluate(model: str | Path, features: str | Path, annotations: str | Path, out: str | Path,
+             format: str = "auto", durations: str | Path | None = None, text_encoder: str | None = None,
+             batch_size: int = 256, progress: bool = False) -> dict[str, float]:
+    """Predict one span per query, write RUN_DIR/predictions.jsonl and RUN_DIR/metrics.json."""
+    from zeroground.data.annotations import read_annotations
+    from zeroground.eval.metrics import evaluate_predictions
+    from zeroground.eval.predictions import PredictionRecord, write_predictions
+    from zeroground.features.store import FeatureStore
+    from zeroground.model.model_dir import load_model_dir, read_model_config
+    from zeroground.model.predict import predict_spans
+
+    cfg, _meta = read_model_config(model)
+    store = FeatureStore.open(features)
+    if store.dim != cfg.video_dim:  # before loading weights, reading annotations or any feature
+        raise TrainingDataError(
+            f"{features}: features are {store.dim}-d but model {model} expects {cfg.video_dim}-d video features; "
+            f"evaluate with features from the encoder the model was trained on"
+        )
+    moments = read_annotations(annotations, format=format, durations=durations)
+    if not moments:
+        raise TrainingDataError(f"{annotations}: no annotations to evaluate")
+    store = open_features_for(features, cfg, [m.video for m in moments])
+    net, cfg, vocab = load_model_dir(model)
+
+    if cfg.query_encoder == "tokens":
+        queries: Any = query_tokens(moments, str(annotations))
+    else:
+        encoder = text_encoder or cfg.text_encoder
+        if not encoder:
+            raise TrainingDataError(f"{model}: clip-query model without a recorded text encoder; pass --text-encoder")
+        from zeroground.features.clip import load_clip
+
+        sentences = [m.sentence or " ".join(m.tokens or []) for m in moments]
+        queries = load_clip(encoder).encode_texts(sentences)
+
+    cache: dict[str, np.ndarray] = {}
+
+    def video(vid: str) -> np.ndarray:
+        if vid not in cache:
+            cache[vid] = store[vid]
+        return cache[vid]
+
+    from tqdm.auto import tqdm
+
+    spans = np.zeros((len(moments), 2), dtype=np.float32)
+    for a in tqdm(range(0, len(moments), batch_size), desc="evaluating", unit="batch", disable=not progress):
+        b = min(len(moments), a + batch_size)
+        q = queries[a:b]
+        pred = predict_spans(net, cfg, vocab, [video(m.video) for m in moments[a:b]], q, batch_size=batch_size)
+        spans[a:b] = pred.spans
+    records = []
+    for m, (s, e) in zip(moments, spans.astype(np.float64)):
+        records.append(PredictionRecord(
+            video=m.video, query=m.sentence if m.sentence is not None else " ".join(m.tokens or []),
+            duration=m.duration, gt=[m.start, m.end], pred=[[s * m.duration, e * m.duration]],
+        ))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out / "predictions.jsonl", records)
+    metrics = evaluate_predictions(records)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "evaluate_run.json", {
+        "model": str(model), "features": str(features), "annotations": str(annotations), "format": format,
+        "queries": len(records), "query_encoder": cfg.query_encoder,
+        "text_encoder": (text_encoder or cfg.text_encoder) if cfg.query_encoder == "clip" else None,
+    })
+    return metrics
+
+
+def format_metric_table(metrics: dict[str, float]) -> str:
+    """Plain-text table, percentages."""
+    keys = list(metrics)
+    head = " ".join(f"{k:>8}" for k in keys)
+    row = " ".join(f"{100 * metrics[k]:8.2f}" for k in keys)
+    return head + "\n" + row
+
+
+__all__ = ["evaluate", "format_metric_table"]

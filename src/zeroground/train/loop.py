@@ -1,0 +1,283 @@
+"""``zeroground train``: the PSVL objective (SPEC §4) with atomic per-epoch checkpoints.
+
+Determinism and resume: the model is initialised after ``torch.manual_seed(seed)``;
+each epoch's shuffle, segment offsets and query noise come from generators seeded by
+(seed, epoch), and the global torch RNG (dropout) is saved in the checkpoint. A run
+killed at any point and resumed from its last checkpoint therefore replays the
+interrupted epoch exactly and ends with the same weights as an uninterrupted run.
+
+RUN_DIR holds: config.yaml (resolved), checkpoint.pt (model, optimizer, RNG, epoch,
+history), metrics.csv, training.png, and at the end model/ (a model directory).
+There is no model selection: the final epoch's weights are the result. An optional
+validation set is evaluated for the log only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from zeroground.config import from_dict, save_config, to_dict
+from zeroground.io import atomic_path, atomic_write_text
+from zeroground.model.model_dir import save_model_dir
+from zeroground.model.preprocess import build_vocab
+from zeroground.model.psvl import GroundingModel, QueryBatch, grounding_loss
+from zeroground.train.config import TrainConfig
+from zeroground.train.data import (
+    GroundingData,
+    TrainingDataError,
+    build_grounding_data,
+    make_batch,
+    open_features_for,
+    query_tokens,
+)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+PLOT_FILE = "training.png"
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by the ``stop_after_steps`` hook: simulates a kill in the middle of a run."""
+
+
+def _perturb_inline(h: torch.Tensor, xi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """normalise(h + xi·eps·‖h‖/‖eps‖), eps ~ N(0, I) — used if the LFVMR module is absent."""
+    eps = torch.randn(h.shape, generator=generator, dtype=h.dtype)
+    noise = xi * eps * h.norm(dim=-1, keepdim=True) / eps.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return torch.nn.functional.normalize(h + noise, dim=-1)
+
+
+def perturb_clip_vectors(h: torch.Tensor, xi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """LFVMR's per-sample query noise (``zeroground.pseudo.lfvmr`` when present)."""
+    try:
+        from zeroground.pseudo.lfvmr import perturb_clip_vectors as lfvmr_perturb
+    except ImportError:
+        lfvmr_perturb = _perturb_inline
+    return lfvmr_perturb(h, xi, generator)
+
+
+NoiseHook = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+QUERY_NOISE: dict[str, NoiseHook | None] = {"none": None, "lfvmr": perturb_clip_vectors}
+
+
+def _read_moments(path: str, fmt: str, durations: str | None) -> list:
+    from zeroground.data.annotations import read_annotations
+
+    return read_annotations(path, format=fmt, durations=durations)
+
+
+def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict[str, int] | None]:
+    """Read and check every input (dims first), fix data-dependent sizes in the config."""
+    d, m = cfg.data, cfg.model
+    if cfg.train.query_noise not in QUERY_NOISE:
+        raise TrainingDataError(f"unknown train.query_noise {cfg.train.query_noise!r}; choose one of {sorted(QUERY_NOISE)}")
+    from zeroground.features.store import FeatureStore
+
+    if not Path(d.features).exists():
+        raise TrainingDataError(f"feature store not found: {d.features} (set data.features)")
+    store_dim = FeatureStore.open(d.features).dim
+    if store_dim != m.video_dim:
+        raise TrainingDataError(
+            f"{d.features}: features are {store_dim}-d but model.video_dim is {m.video_dim}; "
+            f"set model.video_dim: {store_dim} or use other features"
+        )
+    if not Path(d.train_annotations).exists():
+        raise TrainingDataError(f"annotation file not found: {d.train_annotations} (set data.train_annotations)")
+    moments = _read_moments(d.train_annotations, d.format, d.durations)
+    if not moments:
+        raise TrainingDataError(f"{d.train_annotations}: no annotations")
+    store = open_features_for(d.features, m, [x.video for x in moments])
+    vocab = None
+    vectors = None
+    if m.query_encoder == "tokens":
+        vocab = build_vocab(query_tokens(moments, d.train_annotations))
+        m.vocab_size = len(vocab)
+    else:
+        if not d.query_vectors:
+            raise TrainingDataError("model.query_encoder is 'clip': set data.query_vectors (an .npy of [N, Dc])")
+        vectors = np.load(d.query_vectors).astype(np.float32)
+        if vectors.ndim == 2:
+            m.clip_dim = int(vectors.shape[1])
+    data = build_grounding_data(moments, store, m, vocab, vectors, d.train_annotations, d.preload_features)
+    return cfg, data, vocab
+
+
+def _prepare_validation(cfg: TrainConfig, vocab: dict[str, int] | None):
+    d, m = cfg.data, cfg.model
+    if not d.val_annotations:
+        return None
+    moments = _read_moments(d.val_annotations, d.val_format, d.val_durations)
+    store = open_features_for(d.val_features or d.features, m, [x.video for x in moments])
+    vectors = None
+    if m.query_encoder == "clip":
+        if not m.text_encoder:
+            raise TrainingDataError("validation of a clip-query model needs model.text_encoder (CLIP path/name)")
+        from zeroground.features.clip import load_clip
+
+        vectors = load_clip(m.text_encoder).encode_texts([x.sentence or " ".join(x.tokens or []) for x in moments])
+    return build_grounding_data(moments, store, m, vocab, vectors, d.val_annotations, preload=True)
+
+
+@torch.no_grad()
+def validate(model: GroundingModel, data: GroundingData, cfg: TrainConfig) -> dict[str, float]:
+    """R1@{0.1..0.7} and mIoU on normalised spans (per-query means)."""
+    from zeroground.eval.metrics import metric_table
+
+    model.eval()
+    preds = np.zeros((len(data), 2), dtype=np.float64)
+    bs = cfg.train.val_batch_size
+    for a in range(0, len(data), bs):
+        idx = np.arange(a, min(len(data), a + bs))
+        b = make_batch(data, idx, cfg.model, rng=None)
+        preds[idx] = model(b.video_feats, b.video_mask, b.query)["timestamps"].double().numpy()
+    return {f"val_{k}": v for k, v in metric_table(preds, data.spans).items()}
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    atomic_write_text(out / METRICS_FILE, buf.getvalue())
+
+
+def plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss curves (left) and validation metrics if any (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    val_keys = [k for k in history[-1] if k.startswith("val_")] if history else []
+    fig, axes = plt.subplots(1, 2 if val_keys else 1, figsize=(10 if val_keys else 5, 3.5), squeeze=False)
+    ax = axes[0, 0]
+    for key in ("loss", "localization_loss", "attention_loss"):
+        ax.plot(epochs, [r[key] for r in history], label=key)
+    ax.set_xlabel("epoch"); ax.set_ylabel("training loss"); ax.legend(); ax.grid(alpha=0.3)
+    if val_keys:
+        ax = axes[0, 1]
+        for key in val_keys:
+            ax.plot(epochs, [r.get(key, float("nan")) for r in history], label=key[4:])
+        ax.set_xlabel("epoch"); ax.set_ylabel("validation (log only)"); ax.legend(); ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _save_checkpoint(out: Path, model: GroundingModel, opt: torch.optim.Optimizer, epoch: int,
+                     history: list[dict[str, Any]], vocab: dict[str, int] | None) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+        "torch_rng": torch.get_rng_state(), "history": history, "vocab": vocab,
+    }
+    with atomic_path(out / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after_steps: int | None = None,
+          progress: bool = True, log: Callable[[str], None] | None = print) -> Path:
+    """Train, checkpointing every epoch; returns RUN_DIR/model.
+
+    ``resume``: continue from RUN_DIR/checkpoint.pt with RUN_DIR/config.yaml.
+    ``stop_after_steps``: raise TrainingInterrupted after that many optimiser steps (tests).
+    """
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT_FILE
+    if resume:
+        if not ckpt_path.is_file():
+            raise TrainingDataError(f"cannot resume: {ckpt_path} does not exist")
+        import yaml
+
+        cfg = from_dict(TrainConfig, yaml.safe_load((out / "config.yaml").read_text()), where=str(out / "config.yaml"))
+    elif ckpt_path.exists():
+        raise TrainingDataError(f"{out} already holds a training run: pass --resume to continue it, or pick a new --out")
+    tc = cfg.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+
+    cfg, data, vocab = prepare_training(cfg)
+    val_data = _prepare_validation(cfg, vocab)
+    n = len(data)
+    steps_per_epoch = n // tc.batch_size if tc.drop_last else math.ceil(n / tc.batch_size)
+    if steps_per_epoch == 0:
+        raise TrainingDataError(
+            f"{n} training samples are fewer than one batch of {tc.batch_size} with drop_last; lower train.batch_size"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_config(cfg, out / "config.yaml")
+
+    torch.manual_seed(tc.seed)
+    model = GroundingModel(cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        if log:
+            log(f"resuming {out} after epoch {start_epoch}/{tc.epochs}")
+    noise = QUERY_NOISE[tc.query_noise]
+
+    from tqdm.auto import tqdm
+
+    steps_done = 0
+    bar = tqdm(range(start_epoch, tc.epochs), desc="training", unit="epoch", disable=not progress,
+               initial=start_epoch, total=tc.epochs)
+    for epoch in bar:
+        rng = np.random.default_rng([tc.seed, epoch])  # shuffle + segment offsets of this epoch
+        noise_gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+        perm = rng.permutation(n)
+        model.train()
+        sums = {"loss": 0.0, "localization_loss": 0.0, "attention_loss": 0.0}
+        t0 = time.perf_counter()
+        for step in range(steps_per_epoch):
+            idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
+            batch = make_batch(data, idx, cfg.model, rng)
+            query = batch.query
+            if noise is not None and query.vectors is not None:
+                query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_xi, noise_gen))
+            outputs = model(batch.video_feats, batch.video_mask, query)
+            losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            for k in sums:
+                sums[k] += float(losses[k].detach())
+            steps_done += 1
+            if stop_after_steps is not None and steps_done >= stop_after_steps:
+                raise TrainingInterrupted(f"stopped after {steps_done} steps (epoch {epoch}, step {step})")
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch + 1}
+        row.update({k: v / steps_per_epoch for k, v in sums.items()})
+        row.update(seconds=round(seconds, 3), samples_per_s=round(steps_per_epoch * tc.batch_size / seconds, 2))
+        if val_data is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
+            row.update(validate(model, val_data, cfg))
+        history.append(row)
+        _save_checkpoint(out, model, opt, epoch + 1, history, vocab)
+        _write_metrics(out, history)
+        if tc.plot:
+            plot_history(history, out / PLOT_FILE)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+    model.eval()
+    return save_model_dir(out / "model", model, cfg.model, vocab, metadata={
+        "source": "zeroground-train", "epochs": tc.epochs, "seed": tc.seed,
+        "train_annotations": cfg.data.train_annotations, "features": cfg.data.features,
+    })

@@ -1,0 +1,116 @@
+"""The ``make demo`` job, end to end on a tiny world (a few videos, one epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zeroground.demo.pipeline import (
+    BASELINES,
+    METRIC_KEYS,
+    TRAINED,
+    DemoConfig,
+    DemoError,
+    load_demo_config,
+    run_demo,
+    shipped_tiny_clip,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "train_videos": 4,
+    "test_videos": 2,
+    "corpus_videos": 20,
+    "feature_fps": 1.0,
+    "plot_queries": 2,
+    "world.min_events": 2,
+    "world.max_events": 3,
+    "world.min_duration": 12.0,
+    "world.max_duration": 20.0,
+    "world.min_event_s": 3.0,
+    "world.max_event_s": 5.0,
+    "world.min_idle_s": 0.5,
+    "world.max_idle_s": 1.0,
+    "train.epochs": 1,
+    "train.batch_size": 8,
+    "model.num_segments": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    if not (shipped_tiny_clip() / "config.json").exists():
+        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    out = tmp_path_factory.mktemp("demo_out")
+    cfg = load_demo_config(None, TINY)
+    messages: list[str] = []
+    result = run_demo(out, cfg, progress=False, echo=messages.append)
+    return out, result, messages
+
+
+def test_results_json_has_every_method_with_fractions(demo_run):
+    out, result, _ = demo_run
+    data = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in data["rows"]] == list(BASELINES + TRAINED)
+    for row in data["rows"]:
+        assert set(row) == {"method", *METRIC_KEYS}
+        for k in METRIC_KEYS:
+            assert 0.0 <= row[k] <= 1.0
+        # recall at a stricter IoU can never be higher
+        assert row["R1@0.3"] >= row["R1@0.5"] >= row["R1@0.7"]
+    assert data["rows"] == result.rows
+    assert data["queries"] == sum(1 for _ in json.loads((out / "annotations" / "test.json").read_text()))
+
+
+def test_scores_match_the_written_predictions(demo_run):
+    from zeroground.eval.metrics import evaluate_predictions
+    from zeroground.eval.predictions import read_predictions
+
+    out, result, _ = demo_run
+    for row in result.rows:
+        metrics = evaluate_predictions(read_predictions(out / "predictions" / f"{row['method']}.jsonl"))
+        assert row["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-4)
+
+
+def test_outputs_are_on_disk_and_models_load(demo_run):
+    from zeroground.model import load_model_dir
+
+    out, result, messages = demo_run
+    assert result.figure is not None and result.figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (out / "videos").glob("*.mp4")) == [
+        "test_0000.mp4", "test_0001.mp4", "train_0000.mp4", "train_0001.mp4", "train_0002.mp4", "train_0003.mp4"]
+    for method in TRAINED:
+        model, cfg, vocab = load_model_dir(out / "models" / method)
+        assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
+        assert (vocab is not None) == (method == "psvl")
+    # pseudo-labels come from the unlabelled train videos only
+    pseudo = json.loads((out / "pseudo" / "lfvmr.json").read_text())
+    assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}
+    assert load_demo_config(out / "demo_config.yaml") == load_demo_config(None, TINY)
+    assert any("pseudo-labels" in m for m in messages)
+
+
+def test_default_yaml_is_the_built_in_config():
+    assert load_demo_config(REPO / "configs" / "demo_default.yaml") == DemoConfig()
+
+
+def test_unknown_method_and_missing_clip_are_clear_errors(tmp_path):
+    with pytest.raises(DemoError, match="unknown demo method"):
+        run_demo(tmp_path, load_demo_config(None, {"methods": ["psvl", "magic"]}), progress=False, echo=lambda m: None)
+    with pytest.raises(DemoError, match="tiny CLIP not found"):
+        run_demo(tmp_path, load_demo_config(None, {"clip": str(tmp_path / "nowhere")}), progress=False,
+                 echo=lambda m: None)
+
+
+def test_cli_reports_bad_overrides_without_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from zeroground.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--set", "train.epochz=3"])
+    assert res.exit_code == 2
+    assert "epochz" in res.output and "Traceback" not in res.output

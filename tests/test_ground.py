@@ -1,0 +1,195 @@
+"""The training-free CLIP baseline and the Grounder (encode once, answer many queries)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from zeroground.cli import app
+from zeroground.data.annotations import Moment
+from zeroground.eval.predictions import read_predictions, write_predictions
+from zeroground.features.clip import load_clip, make_tiny_clip
+from zeroground.features.store import FeatureStore, write_features_h5
+from zeroground.ground.grounder import Grounder, GroundError
+from zeroground.ground.training_free import (
+    candidate_windows,
+    clip_training_free,
+    inside_minus_outside,
+    score_windows,
+)
+from zeroground.video.decode import write_test_video
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", seed=2)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_test_video(tmp_path_factory.mktemp("v") / "kitchen.mp4", seconds=6.0, fps=6, size=(64, 64))
+
+
+def _planted(t: int, s: int, e: int, dim: int = 8, seed: int = 0):
+    """Frames [s, e) equal the query direction; the others are orthogonal to it."""
+    rng = np.random.default_rng(seed)
+    q = np.zeros(dim, np.float32)
+    q[0] = 1
+    feats = rng.normal(size=(t, dim)).astype(np.float32)
+    feats[:, 0] = 0
+    feats[s:e] = q
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    return feats, q
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(1, 80), seed=st.integers(0, 10_000))
+def test_inside_minus_outside_matches_brute_force(t, seed):
+    sim = np.random.default_rng(seed).normal(size=t)
+    windows = candidate_windows(t)
+    assert windows[:, 0].min() == 0 and windows[:, 1].max() == t  # video start and end covered
+    assert ((windows[:, 1] > windows[:, 0]) & (windows[:, 1] <= t)).all()
+    got = inside_minus_outside(sim, windows)
+    for (s, e), g in zip(windows, got):
+        out = np.concatenate([sim[:s], sim[e:]])
+        want = sim[s:e].mean() - (out.mean() if len(out) else sim[s:e].mean())
+        assert g == pytest.approx(want, abs=1e-9)
+
+
+def test_planted_moment_is_found_in_seconds():
+    feats, q = _planted(40, 10, 20)
+    res = score_windows(feats, q, duration=80.0, top_k=5)
+    np.testing.assert_allclose(res.spans[0], [20.0, 40.0])  # [10, 20) of 40 frames of an 80 s video
+    assert len(res.spans) == 5 and (np.diff(res.scores) <= 0).all()
+    with pytest.raises(ValueError, match="same space"):
+        score_windows(feats, np.ones(5, np.float32), 80.0)
+
+
+def test_clip_training_free_on_a_feature_store(tiny, tmp_path):
+    clip = load_clip(tiny)
+    q = clip.encode_texts(["a person opens the door"])[0]
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(30, clip.dim)).astype(np.float32)
+    feats -= np.outer(feats @ q, q)  # orthogonal to the query ...
+    feats[12:18] = q  # ... except the planted moment
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    write_features_h5(tmp_path / "f.h5", {"v1": feats}, attrs={"fps": 1.0, "encoder": str(tiny)})
+    moments = [Moment(video="v1", duration=30.0, start=12.0, end=18.0, sentence="a person opens the door")]
+    with FeatureStore.open(tmp_path / "f.h5") as store:
+        records = clip_training_free(store, moments, clip)
+    (r,) = records
+    assert r.pred[0] == pytest.approx([12.0, 18.0]) and len(r.pred) == 5 and r.gt == [12.0, 18.0]
+    write_predictions(tmp_path / "p.jsonl", records)
+    assert read_predictions(tmp_path / "p.jsonl")[0].pred[0] == pytest.approx([12.0, 18.0])
+
+
+def test_grounder_encodes_once_and_caches_on_disk(tiny, video, tmp_path, monkeypatch):
+    from zeroground.features import extract as extract_mod
+
+    calls = []
+    original = extract_mod.encode_video
+
+    def counting(encoder, path, *args, **kwargs):  # the grounder imports it at call time
+        calls.append(path)
+        return original(encoder, path, *args, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "encode_video", counting)
+
+    g = Grounder("training-free", str(tiny), cache_dir=tmp_path / "cache")
+    first = g.ground(video, "a red square moves right", top_k=3)
+    second = g.ground(video, "the door opens", top_k=3)
+    assert len(calls) == 1
+    assert len(first) == 3 and all(0 <= s.start < s.end <= 6.0 + 1e-9 for s in first)
+    assert [s.source for s in second] == ["clip"] * 3
+    # the spans are those of the scorer on directly computed features
+    enc = g.encode(video)
+    direct = score_windows(enc.features, load_clip(tiny).encode_texts(["the door opens"])[0], 6.0, top_k=3)
+    np.testing.assert_allclose([[s.start, s.end] for s in second], direct.spans)
+
+    # a new process (new Grounder) and a renamed copy hit the disk cache: same content
+    copy = tmp_path / "renamed.mp4"
+    shutil.copy(video, copy)
+    g2 = Grounder("training-free", str(tiny), cache_dir=tmp_path / "cache")
+    again = g2.ground(copy, "the door opens", top_k=3)
+    assert len(calls) == 1 and again == second
+    # other content misses
+    other = write_test_video(tmp_path / "other.mp4", seconds=2.0, fps=4, size=(32, 32), seed=5)
+    g2.ground(other, "the door opens")
+    assert len(calls) == 2
+
+
+def test_grounder_errors(tiny, video, tmp_path):
+    g = Grounder("training-free", str(tiny), cache_dir=tmp_path)
+    with pytest.raises(GroundError, match="empty query"):
+        g.ground(video, "   ")
+    with pytest.raises(GroundError, match="video not found"):
+        g.ground(tmp_path / "missing.mp4", "a door")
+    with pytest.raises(GroundError, match="no CLIP encoder"):
+        Grounder("training-free", None)
+
+
+def test_ground_cli_end_to_end(tiny, video, tmp_path):
+    args = ["ground", str(video), "a person opens the door", "--encoder", str(tiny), "--cache-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args + ["--top-k", "4"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    spans = np.array([[float(r[1]), float(r[2])] for r in rows])
+    assert (spans[:, 0] < spans[:, 1]).all() and spans.min() >= 0 and spans.max() <= 6.0
+    scores = [float(r[3]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    bad = CliRunner().invoke(app, ["ground", str(video), "  ", "--encoder", str(tiny), "--cache-dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "empty query" in bad.output
+    nomodel = CliRunner().invoke(app, ["ground", str(video), "a door", "--model", str(tmp_path / "nope")])
+    assert nomodel.exit_code == 2 and "model directory not found" in nomodel.output
+
+
+def _small_cfg(**kw):
+    from zeroground.model import ModelConfig
+
+    base = dict(video_dim=64, num_segments=16, hidden=32, query_gru_hidden=16, video_gru_hidden=16, embed_dim=16,
+                fusion_layers=1, nonlocal_layers=1, nonlocal_heads=2, clip_dim=64, clip_query_len=2, dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def test_ground_with_a_clip_query_model_dir(tiny, video, tmp_path):
+    from zeroground.model import GroundingModel, predict_spans, save_model_dir
+
+    torch.manual_seed(0)
+    cfg = _small_cfg(query_encoder="clip", text_encoder=str(tiny))
+    model_dir = save_model_dir(tmp_path / "m", GroundingModel(cfg), cfg)
+    g = Grounder(model_dir, None, cache_dir=tmp_path / "c")  # encoder read from the model dir
+    assert g.encoder_name == str(tiny)
+    spans = g.ground(video, "a person opens the door", top_k=4)
+    assert [s.source for s in spans] == ["model", "clip", "clip", "clip"]
+    enc = g.encode(video)
+    q = load_clip(tiny).encode_texts(["a person opens the door"])
+    want = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q).spans[0], 0, 1) * enc.duration
+    np.testing.assert_allclose(sorted([spans[0].start, spans[0].end]), sorted(want), atol=1e-4)
+    result = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0 and " model" in result.output, result.output
+
+
+def test_ground_with_a_token_model_dir_and_a_wrong_encoder(tiny, video, tmp_path):
+    from zeroground.model import GroundingModel, build_vocab, save_model_dir
+
+    torch.manual_seed(0)
+    vocab = build_vocab([["open", "door"], ["take", "cup"]])
+    cfg = _small_cfg(query_encoder="tokens", vocab_size=len(vocab))
+    model_dir = save_model_dir(tmp_path / "tok", GroundingModel(cfg), cfg, vocab)
+    spans = Grounder(model_dir, str(tiny), cache_dir=tmp_path / "c").ground(video, "A person opens the door.", top_k=2)
+    assert spans[0].source == "model" and 0 <= spans[0].start <= spans[0].end <= 6.0 + 1e-6
+    no_enc = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir)])
+    assert no_enc.exit_code == 2 and "no CLIP encoder" in no_enc.output
+    wide = make_tiny_clip(tmp_path / "wide", proj_dim=32)
+    bad = CliRunner().invoke(app, ["ground", str(video), "the door", "-m", str(model_dir), "-e", str(wide), "--cache-dir", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "expects 64-d video features" in bad.output
