@@ -115,7 +115,7 @@ def retrieval_accuracy(encoder, frames: np.ndarray, keys: list[str]) -> tuple[fl
 
 
 def train_tiny_clip(out: Path, *, n_videos: int = 120, n_heldout: int = 20, fps: float = 1.0,
-                    steps: int = 1500, lr: float = 1e-3, seed: int = 0, threads: int = 2,
+                    steps: int = 2000, lr: float = 1e-3, seed: int = 0, threads: int = 2,
                     alt_text: float = 0.25, world_dir: Path | None = None) -> dict:
     import torch
     import torch.nn.functional as F
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=int, default=120, help="clip_train videos used for training")
     ap.add_argument("--heldout", type=int, default=20, help="further videos only for the retrieval check")
     ap.add_argument("--fps", type=float, default=1.0, help="frames per second sampled as image-text pairs")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--alt-text", type=float, default=0.25, help="share of photo-style alt-text captions")
     ap.add_argument("--world-dir", type=Path, default=None,

@@ -175,6 +175,11 @@ def test_ground_with_a_clip_query_model_dir(tiny, video, tmp_path):
     q = load_clip(tiny).encode_texts(["a person opens the door"])
     want = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q).spans[0], 0, 1) * enc.duration
     np.testing.assert_allclose(sorted([spans[0].start, spans[0].end]), sorted(want), atol=1e-4)
+    # a second query reuses the model's encoding of the video: same answer as from scratch
+    later = g.ground(video, "someone takes a cup", top_k=1)[0]
+    q2 = load_clip(tiny).encode_texts(["someone takes a cup"])
+    want2 = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q2).spans[0], 0, 1) * enc.duration
+    np.testing.assert_allclose(sorted([later.start, later.end]), sorted(want2), atol=1e-4)
     result = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir), "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 0 and " model" in result.output, result.output
 

@@ -66,7 +66,7 @@ def extract(
             inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet,
             decode_workers=workers,
         )
-    rate = report.frames / report.seconds if report.seconds > 0 else 0.0
+    rate = report.frames_per_second
     typer.echo(
         f"{out}: {len(report.extracted)} video(s) extracted ({report.frames} frames, {rate:.1f} frames/s), "
         f"{len(report.already_done)} already done, {len(report.failed)} skipped"

@@ -43,6 +43,11 @@ class ExtractReport:
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason (corrupt/unreadable)
     frames: int = 0  # frames encoded in this run
     seconds: float = 0.0  # wall time of this run
+    encode_seconds: float = 0.0  # decode + encode + write, model loading excluded
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
     @property
     def ok(self) -> bool:
@@ -249,6 +254,7 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
                         bar.console.print(f"[yellow]skipped[/] {key}: {payload}")
                     bar.advance(task)
     finally:
+        report.encode_seconds = time.perf_counter() - t_start
         stop.set()
         for t in producers:
             while t.is_alive():  # unblock a producer waiting on a full queue

@@ -184,7 +184,7 @@ class Grounder:
         from zeroground.eval.metrics import tiou
         from zeroground.ground.training_free import inside_minus_outside
 
-        start, end = self._trained.predict(enc.features, enc.duration, query, q)
+        start, end = self._trained.predict(enc.features, enc.duration, query, q, video_key=enc.key)
         t = len(enc.features)
         s_idx = min(t - 1, max(0, int(np.floor(start / enc.duration * t))))
         e_idx = min(t, max(s_idx + 1, int(np.ceil(end / enc.duration * t))))

@@ -28,6 +28,7 @@ class TrainedModel:
     vocab: Any
     device: str = "cpu"
     metadata: dict | None = None
+    _video: Any = None  # (video key, encoded video [1, S, D], mask [1, S]) of the last video
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "TrainedModel":
@@ -68,10 +69,19 @@ class TrainedModel:
                 "ground with the encoder the model was trained on (--encoder)"
             )
 
-    def predict(self, features: np.ndarray, duration: float, sentence: str, text_embedding: np.ndarray) -> tuple[float, float]:
-        """One span (seconds) for one query on one video's features [T, D]."""
-        from zeroground.model import predict_spans
+    def predict(
+        self,
+        features: np.ndarray,
+        duration: float,
+        sentence: str,
+        text_embedding: np.ndarray,
+        video_key: str | None = None,
+    ) -> tuple[float, float]:
+        """One span (seconds) for one query on one video's features [T, D].
 
+        With ``video_key``, the model's encoding of the video (its video GRU) is
+        kept for the next query on the same video: only the fusion runs again.
+        """
         if self.query_encoder == "clip":
             query: Any = text_embedding[None].astype(np.float32)  # [1, Dc]
         else:
@@ -80,9 +90,35 @@ class TrainedModel:
             query = simplify([sentence])  # [[token, ...]]
             if not query[0]:
                 raise TrainedModelError(f"query {sentence!r} has no content words after simplification")
-        pred = predict_spans(self.model, self.cfg, self.vocab, features, query, device=self.device)
-        start, end = (float(x) for x in np.asarray(pred.spans, dtype=np.float64)[0])  # normalised
-        start, end = max(0.0, min(1.0, start)), max(0.0, min(1.0, end))
+        if video_key is not None and hasattr(self.model, "encode_video") and hasattr(self.model, "ground"):
+            span = self._predict_cached(features, query, video_key)
+        else:
+            from zeroground.model import predict_spans
+
+            pred = predict_spans(self.model, self.cfg, self.vocab, features, query, device=self.device)
+            span = np.asarray(pred.spans, dtype=np.float64)[0]  # normalised
+        start, end = (max(0.0, min(1.0, float(x))) for x in span)
         if end < start:
             start, end = end, start
         return start * duration, end * duration
+
+    def _predict_cached(self, features: np.ndarray, query: Any, video_key: str) -> np.ndarray:
+        """Same maths as ``predict_spans`` for one video, reusing the encoded video."""
+        import torch
+
+        from zeroground.model import check_feature_dim, query_batch, segment_batch
+
+        if self._video is None or self._video[0] != video_key:
+            check_feature_dim(features.shape[1], self.cfg, where="video features")
+            seg = segment_batch([features], num_segments=self.cfg.num_segments)
+            mask = torch.from_numpy(seg.video_mask).to(self.device)  # [1, S]
+            with torch.no_grad():
+                v = self.model.encode_video(torch.from_numpy(seg.video_feats).to(self.device), mask)  # [1, S, D]
+            self._video = (video_key, v, mask)
+        _, v, mask = self._video
+        q = query_batch(self.cfg, self.vocab, query)
+        q.ids = None if q.ids is None else q.ids.to(self.device)
+        q.vectors = None if q.vectors is None else q.vectors.to(self.device)
+        with torch.no_grad():
+            out = self.model.ground(v, mask, q)
+        return out["timestamps"][0].double().cpu().numpy()  # [2] normalised

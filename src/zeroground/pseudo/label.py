@@ -116,7 +116,8 @@ LabelerResult = tuple[list[Any], np.ndarray | None]
 
 def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
                *, clip_model: Any = None, verb_stats: VerbStats | None = None,
-               detections: Mapping[str, Any] | None = None, progress: bool = False) -> LabelerResult:
+               detections: Mapping[str, Any] | None = None, progress: bool = False,
+               **_: Any) -> LabelerResult:
     """PSVL: per pseudo-event, ``queries_per_event`` token lists of verbs + nouns."""
     pc = cfg.psvl
     if detections is None and cfg.detections:
@@ -175,7 +176,7 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
 
 
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
-                *, query_store: Any = None, progress: bool = False) -> LabelerResult:
+                *, query_store: Any = None, progress: bool = False, **_: Any) -> LabelerResult:
     """LFVMR: per pseudo-event, one CLIP-space query vector picked from its own frames."""
     qstore = query_store if query_store is not None else (
         _open_store(cfg.query_features) if cfg.query_features else store)
@@ -203,7 +204,9 @@ def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: P
     return moments, arr
 
 
-#: The pseudo-labelling strategies, by name (the CLI's ``--method`` choices).
+#: The pseudo-labelling strategies, by name (the CLI's ``--method`` choices). Each is
+#: ``(store, video_ids, durations, config, *, progress, <in-memory inputs>...) ->
+#: (moments, query vectors or None)`` and ignores in-memory inputs it does not use.
 PSEUDO_LABELERS: dict[str, Callable[..., LabelerResult]] = {
     "psvl": label_psvl,
     "lfvmr": label_lfvmr,
@@ -280,11 +283,9 @@ def pseudo_label(method: str, features_store: Any, out_path: str | Path, *,
     if hasattr(store, "require"):
         store.require(vids)
     durs = _durations(store, vids, cfg, durations)
-    if method == "psvl":
-        moments, vectors = label_psvl(store, vids, durs, cfg, clip_model=clip_model, verb_stats=verb_stats,
-                                      detections=detections, progress=progress)
-    else:
-        moments, vectors = label_lfvmr(store, vids, durs, cfg, query_store=query_store, progress=progress)
+    moments, vectors = PSEUDO_LABELERS[method](
+        store, vids, durs, cfg, clip_model=clip_model, verb_stats=verb_stats, detections=detections,
+        query_store=query_store, progress=progress)
     if not moments:
         raise PseudoLabelError("no pseudo-labels were produced (no nouns or verbs found for any event?)")
     if vectors is not None:
