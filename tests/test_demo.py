@@ -54,7 +54,10 @@ def demo_run(tmp_path_factory):
 def test_results_json_has_every_method_with_fractions(demo_run):
     out, result, _ = demo_run
     data = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in data["rows"]] == list(BASELINES + TRAINED)
+    expected = []
+    for m in BASELINES + TRAINED:
+        expected += [m] + ([f"{m}_attention"] if m in TRAINED else [])
+    assert [r["method"] for r in data["rows"]] == expected
     for row in data["rows"]:
         assert set(row) == {"method", *METRIC_KEYS}
         for k in METRIC_KEYS:
@@ -114,3 +117,18 @@ def test_cli_reports_bad_overrides_without_traceback(tmp_path):
     res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--set", "train.epochz=3"])
     assert res.exit_code == 2
     assert "epochz" in res.output and "Traceback" not in res.output
+
+
+def test_attention_span_is_the_run_around_the_peak():
+    import numpy as np
+
+    from zeroground.demo.training import attention_spans
+
+    w = np.array([[0.05, 0.1, 0.4, 0.3, 0.1, 0.05, 0.0, 0.0],   # peak 2; >= 0.4/3 at 2..3 only
+                  [0.2, 0.0, 0.1, 0.1, 0.1, 0.5, 0.0, 0.0]])    # peak 5 alone (neighbours < 1/3 peak)
+    mask = np.array([[1] * 6 + [0, 0], [1] * 6 + [0, 0]], dtype=bool)
+    spans = attention_spans(w, mask, ratio=1 / 3)
+    np.testing.assert_allclose(spans, [[2 / 6, 4 / 6], [5 / 6, 6 / 6]])
+    # a lower ratio widens the run, never past the valid segments
+    np.testing.assert_allclose(attention_spans(w, mask, ratio=0.2)[0], [1 / 6, 5 / 6])
+    np.testing.assert_allclose(attention_spans(w, mask, ratio=0.01)[0], [0, 1])

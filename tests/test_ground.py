@@ -198,3 +198,26 @@ def test_ground_with_a_token_model_dir_and_a_wrong_encoder(tiny, video, tmp_path
     wide = make_tiny_clip(tmp_path / "wide", proj_dim=32)
     bad = CliRunner().invoke(app, ["ground", str(video), "the door", "-m", str(model_dir), "-e", str(wide), "--cache-dir", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "expects 64-d video features" in bad.output
+
+
+def test_clip_baseline_cli(tiny, tmp_path):
+    from zeroground.data.annotations import write_psvl_json
+
+    clip = load_clip(tiny)
+    q = clip.encode_texts(["the door opens"])[0]
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(20, clip.dim)).astype(np.float32)
+    feats -= np.outer(feats @ q, q)
+    feats[5:10] = q
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    write_features_h5(tmp_path / "f.h5", {"v1": feats}, attrs={"fps": 1.0, "encoder": str(tiny)})
+    write_psvl_json([Moment(video="v1", duration=20.0, start=5.0, end=10.0, sentence="the door opens")], tmp_path / "a.json")
+    out = tmp_path / "p.jsonl"
+    result = CliRunner().invoke(app, ["clip-baseline", str(tmp_path / "f.h5"), str(tmp_path / "a.json"), "-e", str(tiny), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (rec,) = read_predictions(out)
+    assert rec.pred[0] == pytest.approx([5.0, 10.0]) and len(rec.pred) == 5
+    assert "100.00" in result.output  # R1@0.7 of the single, exactly found moment
+    wide = make_tiny_clip(tmp_path / "wide", proj_dim=32)
+    bad = CliRunner().invoke(app, ["clip-baseline", str(tmp_path / "f.h5"), str(tmp_path / "a.json"), "-e", str(wide)])
+    assert bad.exit_code == 2 and "64-d" in bad.output and "32-d" in bad.output

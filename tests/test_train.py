@@ -143,3 +143,36 @@ def test_overrides_parse_yaml_values() -> None:
         "train.epochs": 5, "data.features": "/x/y", "train.betas": [0.8, 0.9]}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["train.epochs"])
+
+
+def test_cli_run_killed_by_a_signal_resumes_to_identical_weights(world, tmp_path: Path) -> None:
+    """A real kill (SIGKILL of `zeroground train`) after the first checkpoint, then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from zeroground.config import to_dict
+
+    feats, ann = world
+    cfg = tiny_config(feats, ann, **{"train.epochs": 5, "train.plot": False, "train.batch_size": 8})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    cmd = [sys.executable, "-m", "zeroground", "train", "--config", str(tmp_path / "cfg.yaml"), "--quiet"]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if (run / "model").exists():
+        pytest.skip("the run finished before it could be killed")
+    res = subprocess.run([sys.executable, "-m", "zeroground", "train", "--out", str(run), "--resume", "--quiet"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    straight = train(cfg, tmp_path / "straight", progress=False, log=None)
+    a = load_file(str(straight / "weights.safetensors"))
+    b = load_file(str(run / "model" / "weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

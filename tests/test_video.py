@@ -115,3 +115,25 @@ def test_sample_times_are_slot_centres_inside_the_video(duration, fps):
     assert t[0] == pytest.approx(0.5 / fps)
     if len(t) > 1:
         assert t[-1] <= duration + 1e-9
+
+
+@pytest.mark.parametrize("name,codec", [("a.mkv", "libx264"), ("b.webm", "libvpx-vp9"), ("c.avi", "mpeg4")])
+def test_other_containers(tmp_path, name, codec):
+    path = write_test_video(tmp_path / name, seconds=2.0, fps=5, size=(32, 32), codec=codec)
+    d = decode_video(path, 1.0)
+    assert d.duration == pytest.approx(2.0, abs=0.21) and len(d.frames) == 2
+    np.testing.assert_allclose(d.timestamps, [0.4, 1.4], atol=1e-6)  # frames at 0.0, 0.2, ... seconds
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with pytest.raises(VideoError, match="no video stream in .*sound.wav"):
+        decode_video(path)

@@ -24,7 +24,13 @@ def _user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except Exception as exc:  # noqa: BLE001 - only the expected kinds are turned into messages
+        # ClipError (CLIP weights not on this machine) and TextError (spaCy model missing)
+        # are RuntimeErrors of other stages: matched by name to keep their imports lazy.
+        expected = isinstance(exc, (ConfigError, ValueError, FileNotFoundError)) or \
+            type(exc).__name__ in {"ClipError", "TextError"}
+        if not expected:
+            raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
 

@@ -128,14 +128,10 @@ def ground(
     queries on the same video skip decoding and the vision tower.
     """
     from zeroground.ground.grounder import Grounder
-    from zeroground.ground.trained import TrainedModelError
 
-    with _user_errors():
-        try:
-            grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir)
-            spans = grounder.ground(video, query, top_k=top_k)
-        except TrainedModelError as exc:
-            raise ValueError(str(exc)) from None
+    with _user_errors():  # GroundError, TrainedModelError, TextError are ValueErrors
+        grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir)
+        spans = grounder.ground(video, query, top_k=top_k)
     typer.echo(f"{video.name}: {query!r}")
     typer.echo(f"{'rank':>4}  {'start':>8}  {'end':>8}  {'score':>7}  source")
     for i, s in enumerate(spans, 1):

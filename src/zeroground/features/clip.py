@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -299,10 +298,20 @@ class ClipEncoder:
         with torch.inference_mode():
             for i in range(0, len(frames), max(1, batch_size)):
                 pix = preprocess_frames(frames[i : i + batch_size], self.spec, self.device)
-                feats = self.image_features(pix.to(self.model.dtype)).float()
-                feats = torch.nn.functional.normalize(feats, dim=-1)
-                out[i : i + len(feats)] = feats.cpu().numpy()
+                out[i : i + len(pix)] = self.encode_pixels(pix)
         return out
+
+    def encode_pixels(self, pixel_values) -> np.ndarray:
+        """Already preprocessed pixel values [B, 3, h, w] -> L2-normalised features [B, D].
+
+        Lets a pipeline preprocess the next batch in another thread while the model runs.
+        """
+        import torch
+
+        with torch.inference_mode():
+            pix = torch.as_tensor(pixel_values).to(self.device, self.model.dtype)
+            feats = self.image_features(pix).float()  # [B, D]
+            return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Sentences -> L2-normalised text features [N, D] float32."""

@@ -16,6 +16,7 @@ finished videos.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -98,8 +99,14 @@ def _batched(it: Iterator, n: int) -> Iterator[list]:
         yield batch
 
 
-def _produce(paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event) -> None:
-    """Background decoder: puts ("batch", vid, frames) / ("done", vid, duration) / ("error", path, msg)."""
+def _produce(
+    paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event, prep: Callable | None
+) -> None:
+    """Background decoder: puts ("batch", vid, frames) / ("done", vid, duration) / ("error", path, msg).
+
+    With ``prep`` the frames are preprocessed here (CLIP pixel values), so the
+    queue holds small crops instead of full-resolution frames.
+    """
     from zeroground.video.decode import VideoError, iter_video_frames
 
     while not stop.is_set():
@@ -111,7 +118,7 @@ def _produce(paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue"
         try:
             for batch in _batched(iter_video_frames(path, fps, info=info), batch_size):
                 frames = np.stack([f for f, _ in batch])  # [B, H, W, 3] uint8
-                q.put(("batch", path.stem, frames))
+                q.put(("batch", path.stem, frames if prep is None else prep(frames)))
                 if stop.is_set():
                     return
             q.put(("done", path.stem, float(info["duration"])))
@@ -204,8 +211,15 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
     paths: "queue.Queue" = queue.Queue()
     for p in todo:
         paths.put(p)
+    prep = None
+    if str(clip.device) == "cpu":
+        # On CPU, resizing in the decoder threads overlaps it with the model; on a GPU
+        # the model's device does it faster, so full frames travel.
+        from zeroground.features.clip import preprocess_frames
+
+        prep = functools.partial(preprocess_frames, spec=clip.spec, device="cpu")
     producers = [
-        threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop), daemon=True)
+        threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop, prep), daemon=True)
         for _ in range(max(1, min(workers, len(todo))))
     ]
     for t in producers:
@@ -231,7 +245,8 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
                     break
                 kind, key, payload = q.get()
                 if kind == "batch":
-                    chunks.setdefault(key, []).append(clip.encode_images(payload, batch_size=batch_size))
+                    encode = clip.encode_images if prep is None else clip.encode_pixels
+                    chunks.setdefault(key, []).append(encode(payload))
                     report.frames += len(payload)
                     rate = report.frames / max(1e-9, time.perf_counter() - t_start)
                     bar.update(task, description=key, fps_rate=f"{rate:.1f} frames/s")

@@ -6,12 +6,16 @@
 
 * the input projection of both directions is one large matrix product over the
   whole batch (the packed CPU path projects step by step);
+  and only the valid steps are projected;
 * the backward direction is run as a forward pass over each sequence reversed
   *within its own length*, so both directions advance together in one batched
   matrix product per step (``baddbmm`` over a leading direction axis);
 * sequences are sorted by length so that at step ``t`` only the prefix of the batch
   that is still running is computed — the same work a packed sequence does, without
-  its per-step bookkeeping.
+  its per-step bookkeeping;
+* the recurrence has a hand-written backward (:class:`BiGRUScan`) instead of autograd
+  through ~10 small operations per step, whose slice gradients the packed path
+  materialises as full-size zero tensors at every step.
 
 The gate arithmetic follows ATen's CPU ``GRUCell`` operation by operation
 (``r = σ(gi_r + gh_r)``, ``z = σ(gi_z + gh_z)``, ``n = tanh(gi_n + r·gh_n)``,
@@ -32,79 +36,131 @@ def packed_bigru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
     return out.contiguous()  # [B, T, 2H]
 
 
-def _reverse_index(lengths: Tensor, steps: int) -> Tensor:
-    """idx[b, t] = L_b − 1 − t for t < L_b, else t: reverses each sequence inside its length."""
-    t = torch.arange(steps, device=lengths.device).unsqueeze(0)  # [1, T]
-    lens = lengths.unsqueeze(1)  # [B, 1]
-    return torch.where(t < lens, lens - 1 - t, t)  # [B, T]
+class _ScanPlan:
+    """Index bookkeeping for :class:`BiGRUScan` (all small integer tensors).
+
+    Sequences are sorted by length (descending), so the sequences still running at step
+    t are a prefix of ``active[t]`` of them. For step t and sorted position j:
+    ``src_f``/``src_b`` = row of the input-gate matrix (one row per valid step, in
+    (sequence, time) order) read by the forward/backward direction, ``dst_f``/``dst_b``
+    = row of the [B·T] output written; the backward direction runs over each sequence
+    reversed within its own length.
+    """
+
+    def __init__(self, lengths: Tensor, steps_total: int, device: torch.device):
+        B = lengths.shape[0]
+        order = torch.argsort(lengths, descending=True, stable=True)
+        L = lengths[order]  # [B] sorted
+        S = int(L[0])
+        self.batch, self.steps_total, self.steps = B, steps_total, S
+        self.active = (L.unsqueeze(0) > torch.arange(S).unsqueeze(1)).sum(1).tolist()
+        valid = torch.arange(steps_total).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
+        self.all_valid = bool(valid.all())
+        self.rows = valid.reshape(-1).nonzero().squeeze(1)  # valid (b, t) → flat index b·T + t
+        row_of = (valid.reshape(-1).cumsum(0) - 1).view(B, steps_total)  # (b, t) → row among valid
+        t = torch.arange(S).unsqueeze(1)  # [S, 1]
+        b = order.unsqueeze(0)  # [1, B]
+        t_rev = (L.unsqueeze(0) - 1 - t).clamp(min=0)  # [S, B]
+        t_fwd = t.expand(S, B).clamp(max=steps_total - 1)
+        src_f, src_b = row_of[b, t_fwd], row_of[b, t_rev]  # [S, B]
+        dst_f, dst_b = b * steps_total + t_fwd, b * steps_total + t_rev
+        to = lambda x: x.to(device)  # noqa: E731
+        self.src_f = [to(src_f[i, :n]) for i, n in enumerate(self.active)]
+        self.src_b = [to(src_b[i, :n]) for i, n in enumerate(self.active)]
+        self.dst_f = [to(dst_f[i, :n]) for i, n in enumerate(self.active)]
+        self.dst_b = [to(dst_b[i, :n]) for i, n in enumerate(self.active)]
 
 
-class GRURecurrence(torch.autograd.Function):
-    """The recurrent part of a GRU for both directions at once, with a hand-written backward.
+class BiGRUScan(torch.autograd.Function):
+    """The recurrent part of a bidirectional GRU, both directions in one batched product per
+    step, with a hand-written backward.
 
-    Inputs: ``gi`` [S, 2, B, 3H] input gates (x·W_ihᵀ + b_ih) per step, direction, sequence
-    (sequences sorted by length, the backward direction already reversed within its
-    length); ``w_hh_t`` [2, H, 3H]; ``b_hh`` [2, 1, 3H]; ``active`` = running sequences per
-    step (a batch prefix). Output: hidden states [S, 2, B, H], zero past each length.
+    ``gi`` [N, 6H]: input gates x·W_ihᵀ + b_ih of the N valid steps (forward | backward
+    direction); ``w_hh_t`` [2, H, 3H]; ``b_hh`` [2, 1, 3H]. Returns [B, T, 2H] with zeros
+    past each length (what ``pad_packed_sequence`` gives).
 
     Autograd over a Python loop records ~10 nodes per step and materialises a zero
-    gradient for every slice; here the backward is one loop of fused in-place updates
-    and the weight gradient is a single large matrix product after the loop.
+    gradient for every slice; here sorting, in-length reversal and padding are folded
+    into per-step row gathers/scatters, the backward is one loop of small fused updates,
+    and the recurrent weight gradient is a single large product after the loop.
     """
 
     @staticmethod
-    def forward(ctx, gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, active: tuple[int, ...]) -> Tensor:
-        S, _, B, G = gi.shape
-        H = G // 3
-        hs = gi.new_zeros(S, 2, B, H)  # h_t
-        gates = gi.new_zeros(S, 2, B, 4 * H)  # r, z, n, gh_n per step (for backward)
+    def forward(ctx, gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, plan: _ScanPlan) -> Tensor:  # type: ignore[override]
+        H = w_hh_t.shape[1]
+        B, T, S = plan.batch, plan.steps_total, plan.steps
+        gi_f, gi_b = gi[:, : 3 * H], gi[:, 3 * H:]
+        out = gi.new_zeros(B * T, 2 * H)
+        out_f, out_b = out[:, :H], out[:, H:]
+        keep = any(ctx.needs_input_grad[:3])  # inference: nothing to keep for backward
+        hs = gi.new_zeros(S if keep else 1, 2, B, H)  # hidden state after each step (sorted order)
+        gates = gi.new_zeros(S if keep else 1, 2, B, 4 * H)  # r, z, n, W_hn·h + b_hn, for backward
+        git = gi.new_empty(2, B, 3 * H)
         h = gi.new_zeros(2, B, H)
         for t in range(S):
-            n_act = active[t]
+            n_act = plan.active[t]
+            torch.index_select(gi_f, 0, plan.src_f[t], out=git[0, :n_act])
+            torch.index_select(gi_b, 0, plan.src_b[t], out=git[1, :n_act])
+            gi_t = git[:, :n_act]
             hp = h[:, :n_act]
             gh = torch.baddbmm(b_hh, hp, w_hh_t)  # [2, n, 3H]
-            gi_t = gi[t, :, :n_act]
+            # ATen's GRUCell, operation by operation
             rz = (gh[..., : 2 * H] + gi_t[..., : 2 * H]).sigmoid()
             r, z = rz[..., :H], rz[..., H:]
             n = (gi_t[..., 2 * H:] + gh[..., 2 * H:] * r).tanh()
-            h_new = (hp - n) * z + n
-            hs[t, :, :n_act] = h_new
-            g = gates[t, :, :n_act]
-            g[..., : 2 * H] = rz
-            g[..., 2 * H: 3 * H] = n
-            g[..., 3 * H:] = gh[..., 2 * H:]
-            h = hs[t]
-        ctx.active = active
+            h_new = (hp - n) * z + n  # [2, n, H]
+            k = t if keep else 0
+            hs[k, :, :n_act] = h_new
+            if keep:
+                g = gates[t, :, :n_act]
+                g[..., : 2 * H] = rz
+                g[..., 2 * H: 3 * H] = n
+                g[..., 3 * H:] = gh[..., 2 * H:]
+            out_f.index_copy_(0, plan.dst_f[t], hs[k, 0, :n_act])
+            out_b.index_copy_(0, plan.dst_b[t], hs[k, 1, :n_act])
+            h = hs[k]
+        ctx.plan = plan
+        ctx.gi_rows = gi.shape[0]
         ctx.save_for_backward(hs, gates, w_hh_t)
-        return hs
+        return out.view(B, T, 2 * H)
 
     @staticmethod
-    def backward(ctx, grad_hs: Tensor):
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         hs, gates, w_hh_t = ctx.saved_tensors
-        active = ctx.active
+        plan: _ScanPlan = ctx.plan
         S, _, B, H = hs.shape
+        grad_flat = grad_out.reshape(B * plan.steps_total, 2 * H)
+        g_out_f, g_out_b = grad_flat[:, :H], grad_flat[:, H:]
+        grad_gi = hs.new_zeros(ctx.gi_rows, 6 * H)
+        grad_gi_f, grad_gi_b = grad_gi[:, : 3 * H], grad_gi[:, 3 * H:]
         grad_gh = hs.new_zeros(S, 2, B, 3 * H)  # d(h·W_hhᵀ + b_hh) per step
-        grad_gi = hs.new_zeros(S, 2, B, 3 * H)
         w_hh = w_hh_t.transpose(1, 2)  # [2, 3H, H]
         dh = hs.new_zeros(2, B, H)
+        gout = hs.new_empty(2, B, H)
+        ggi = hs.new_empty(2, B, 3 * H)
         zeros = hs.new_zeros(2, B, H)
         for t in range(S - 1, -1, -1):
-            n_act = active[t]
-            dh_t = dh[:, :n_act] + grad_hs[t, :, :n_act]
+            n_act = plan.active[t]
+            torch.index_select(g_out_f, 0, plan.dst_f[t], out=gout[0, :n_act])
+            torch.index_select(g_out_b, 0, plan.dst_b[t], out=gout[1, :n_act])
+            dh_t = dh[:, :n_act] + gout[:, :n_act]
             hp = (hs[t - 1] if t > 0 else zeros)[:, :n_act]
             g = gates[t, :, :n_act]
             r, z, n, ghn = g[..., :H], g[..., H: 2 * H], g[..., 2 * H: 3 * H], g[..., 3 * H:]
-            d_an = dh_t * (1 - z) * (1 - n * n)  # through h = (hp − n)·z + n and n = tanh(a_n)
-            gi_g = grad_gi[t, :, :n_act]
-            gi_g[..., :H] = d_an * ghn * r * (1 - r)  # a_r
-            gi_g[..., H: 2 * H] = dh_t * (hp - n) * z * (1 - z)  # a_z
-            gi_g[..., 2 * H:] = d_an
-            gh_g = grad_gh[t, :, :n_act]
-            gh_g[..., : 2 * H] = gi_g[..., : 2 * H]
-            gh_g[..., 2 * H:] = d_an * r
-            dh[:, :n_act] = torch.baddbmm(dh_t * z, gh_g, w_hh)  # [2, n, H]
-        h_prev = torch.cat([zeros.unsqueeze(0), hs[:-1]], 0)  # [S, 2, B, H]
-        grad_w = torch.einsum("sdbh,sdbg->dhg", h_prev, grad_gh)  # [2, H, 3H]
+            # h = (hp − n)·z + n,  n = tanh(gi_n + r·ghn),  r = σ(·),  z = σ(·)
+            d_an = dh_t * (1 - z) * (1 - n * n)
+            gg = grad_gh[t, :, :n_act]
+            gg[..., :H] = d_an * ghn * r * (1 - r)
+            gg[..., H: 2 * H] = dh_t * (hp - n) * z * (1 - z)
+            gg[..., 2 * H:] = d_an * r
+            gi_t = ggi[:, :n_act]
+            gi_t[..., : 2 * H] = gg[..., : 2 * H]
+            gi_t[..., 2 * H:] = d_an
+            grad_gi_f.index_copy_(0, plan.src_f[t], ggi[0, :n_act])
+            grad_gi_b.index_copy_(0, plan.src_b[t], ggi[1, :n_act])
+            dh[:, :n_act] = torch.baddbmm(dh_t * z, gg, w_hh)  # [2, n, H]
+        # step 0 starts from h = 0, so only steps 1.. contribute to the weight gradient
+        grad_w = torch.einsum("sdbh,sdbg->dhg", hs[:-1], grad_gh[1:])  # [2, H, 3H]
         grad_b = grad_gh.sum((0, 2)).unsqueeze(1)  # [2, 1, 3H]
         return grad_gi, grad_w, grad_b, None
 
@@ -117,45 +173,20 @@ def fused_bigru(gru: nn.GRU, x: Tensor, lengths: Tensor) -> Tensor:
     """
     if gru.num_layers != 1 or not gru.bidirectional or not gru.batch_first:
         raise ValueError("fused_bigru supports single-layer, bidirectional, batch_first GRUs only")
-    B, T, _ = x.shape
+    B, T, D = x.shape
     H = gru.hidden_size
     lengths = lengths.to(torch.long).cpu()
     if B == 0:
         return x.new_zeros(B, T, 2 * H)
     if int(lengths.min()) < 1:
         raise ValueError("every sequence needs at least one valid step")
-    order = torch.argsort(lengths, descending=True, stable=True)
-    sorted_lengths = lengths[order]
-    steps = int(sorted_lengths[0])
-    # active[t] = number of sequences still running at step t (a prefix after sorting)
-    active = (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1).tolist()
-
-    order_dev = order.to(x.device)
-    xs = x.index_select(0, order_dev)[:, :steps]  # [B, S, Din]
-    w_ih = torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse], 0)  # [6H, Din]
+    plan = _ScanPlan(lengths.clamp(max=T), T, x.device)
+    flat = x.reshape(B * T, D)
+    if not plan.all_valid:  # project only the valid steps, as a packed sequence does
+        flat = flat[plan.rows.to(x.device)]
+    w_ih = torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse], 0)  # [6H, D]
     b_ih = torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse], 0)  # [6H]
-    valid = torch.arange(steps).unsqueeze(0) < sorted_lengths.unsqueeze(1)  # [B, S]
-    if bool(valid.all()):
-        gi = torch.addmm(b_ih, xs.reshape(B * steps, -1), w_ih.t())  # [B·S, 6H]
-    else:  # project only the valid steps, as a packed sequence does; padding rows are never read
-        rows = valid.reshape(-1).nonzero().squeeze(1).to(x.device)
-        gi_valid = torch.addmm(b_ih, xs.reshape(B * steps, -1).index_select(0, rows), w_ih.t())  # [N, 6H]
-        gi = gi_valid.new_zeros(B * steps, 6 * H).index_copy(0, rows, gi_valid)
-    gi = gi.view(B, steps, 2, 3 * H)
-    rev = _reverse_index(sorted_lengths, steps).to(x.device)  # [B, S]
-    gi_fwd = gi[:, :, 0]  # [B, S, 3H]
-    gi_bwd = gi[:, :, 1].gather(1, rev.unsqueeze(2).expand(B, steps, 3 * H))  # reversed in-length
-    gi_steps = torch.stack([gi_fwd, gi_bwd], 0).permute(2, 0, 1, 3).contiguous()  # [S, 2, B, 3H]
-
+    gi = torch.addmm(b_ih, flat, w_ih.t())  # [N, 6H], one product for both directions
     w_hh_t = torch.stack([gru.weight_hh_l0.t(), gru.weight_hh_l0_reverse.t()], 0)  # [2, H, 3H]
     b_hh = torch.stack([gru.bias_hh_l0, gru.bias_hh_l0_reverse], 0).unsqueeze(1)  # [2, 1, 3H]
-    out = GRURecurrence.apply(gi_steps, w_hh_t, b_hh, tuple(active))  # [S, 2, B, H], zeros where ended
-    out_fwd = out[:, 0].transpose(0, 1)  # [B, S, H]
-    out_bwd = out[:, 1].transpose(0, 1).gather(1, rev.unsqueeze(2).expand(B, steps, H))
-    both = torch.cat([out_fwd, out_bwd], 2)  # [B, S, 2H] in sorted order
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(B)
-    both = both.index_select(0, inverse.to(x.device))
-    if steps < T:
-        both = nn.functional.pad(both, (0, 0, 0, T - steps))
-    return both  # [B, T, 2H]
+    return BiGRUScan.apply(gi, w_hh_t, b_hh, plan)  # [B, T, 2H]

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from zeroground.config import from_dict, save_config, to_dict
+from zeroground.config import from_dict, save_config
 from zeroground.io import atomic_path, atomic_write_text
 from zeroground.model.model_dir import save_model_dir
 from zeroground.model.preprocess import build_vocab

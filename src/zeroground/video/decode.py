@@ -219,15 +219,13 @@ def _decode(container, path: Path, fps: float, *, seek: bool, skip_nonref: bool,
                 return
 
     gen = frames()
-    frame = None
-    jump_to = None
+    restart = False  # tell the frame generator to demux again after a seek
     while k < len(targets):
         try:
-            frame = gen.send(jump_to) if jump_to is not None else next(gen)
+            frame = gen.send(True) if restart else next(gen)
         except StopIteration:
             break
-        if jump_to is not None:
-            jump_to = None
+        restart = False
         if frame.pts is None:
             continue
         t = float(frame.pts * time_base)
@@ -247,7 +245,7 @@ def _decode(container, path: Path, fps: float, *, seek: bool, skip_nonref: bool,
             seeked_for = k  # a keyframe surely lies between: jump to the last one before the target
             container.seek(int(targets[k] / time_base), stream=stream, backward=True, any_frame=False)
             prev, prev_t = None, -math.inf
-            jump_to = True  # the frame generator restarts demuxing from the new position
+            restart = True
     gen.close()
     # Past the last frame: the last picture stays on screen.
     if k < len(targets) and prev is not None:

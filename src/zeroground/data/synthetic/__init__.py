@@ -98,13 +98,10 @@ def _psvl_items(plans: list[VideoPlan]) -> list[dict]:
 
 
 def write_annotations(plans: list[VideoPlan], path: str | Path) -> Path:
-    """PSVL JSON of the true events (via the annotations module when it is there)."""
+    """PSVL JSON of the true events, one item per caption."""
+    from zeroground.data.annotations import Moment, write_psvl_json
+
     items = _psvl_items(plans)
-    try:
-        from zeroground.data.annotations import Moment, write_psvl_json
-    except ImportError:  # the foundation module has not landed: same file shape by hand
-        atomic_write_json(path, items)
-        return Path(path)
     moments = [Moment(video=it["vid"], duration=it["duration"], start=it["timestamp"][0] * it["duration"],
                       end=it["timestamp"][1] * it["duration"], sentence=it["sentence"]) for it in items]
     write_psvl_json(moments, path)
