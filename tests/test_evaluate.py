@@ -115,3 +115,51 @@ def test_sentences_without_tokens_are_simplified(tmp_path: Path, monkeypatch) ->
     assert calls == [["Person opens the door."]]
     rec = json.loads((tmp_path / "out" / "predictions.jsonl").read_text())
     assert rec["gt"] == pytest.approx([1.0, 5.0]) and len(rec["pred"]) == 1
+
+
+def test_attention_readout_is_the_run_around_the_peak_on_a_hand_made_vector() -> None:
+    from zeroground.model import attention_spans
+
+    w = torch.tensor([[0.05, 0.1, 0.4, 0.3, 0.1, 0.05, 0.0, 0.0],    # peak 2; >= 0.4/3 at 2..3 only
+                      [0.2, 0.0, 0.1, 0.1, 0.1, 0.5, 0.0, 0.0],      # peak 5 alone
+                      [0.0, 0.0, 0.0, 0.05, 0.2, 0.3, 0.2, 0.2]])    # run reaches the last segment
+    mask = torch.tensor([[1] * 6 + [0, 0], [1] * 6 + [0, 0], [1] * 8], dtype=torch.bool)
+    spans = attention_spans(w, mask, ratio=1 / 3)
+    np.testing.assert_allclose(spans.numpy(), [[2 / 6, 4 / 6], [5 / 6, 6 / 6], [4 / 8, 8 / 8]], atol=1e-7)
+    # a lower ratio widens the run, never past the valid segments
+    np.testing.assert_allclose(attention_spans(w, mask, ratio=0.2)[0].numpy(), [1 / 6, 5 / 6], atol=1e-7)
+    np.testing.assert_allclose(attention_spans(w, mask, ratio=0.01)[0].numpy(), [0, 1], atol=1e-7)
+    with pytest.raises(ValueError, match="span_readout"):
+        ModelConfig(span_readout="peak")
+
+
+def test_span_readout_is_honoured_by_predict_spans_and_evaluate(tmp_path: Path) -> None:
+    from zeroground.model import attention_spans
+    from zeroground.train.evaluate import evaluate
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(video_dim=8, num_segments=8, vocab_size=7, embed_dim=8, query_gru_hidden=8,
+                      video_gru_hidden=8, hidden=8, fusion_layers=1, nonlocal_layers=1, nonlocal_heads=2,
+                      dropout=0.0, span_readout="attention")
+    assert ModelConfig().span_readout == "regression"  # the reference's behaviour by default
+    model = GroundingModel(cfg).eval()
+    vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "open": 4, "door": 5, "sit": 6}
+    feats = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    queries = [["open", "door"], ["sit"]]
+    pred = predict_spans(model, cfg, vocab, feats, queries)
+    expected = attention_spans(torch.from_numpy(pred.attention), torch.from_numpy(pred.video_mask), cfg.attention_ratio)
+    np.testing.assert_allclose(pred.spans, expected.numpy(), atol=1e-6)
+    regression = ModelConfig(**{**cfg.__dict__, "span_readout": "regression"})
+    model.cfg = regression
+    assert not np.allclose(predict_spans(model, regression, vocab, feats, queries).spans, pred.spans)
+    model.cfg = cfg
+
+    # through a model directory and ``zeroground evaluate``
+    save_model_dir(tmp_path / "model", model, cfg, vocab)
+    (tmp_path / "feats").mkdir()
+    np.save(tmp_path / "feats" / "v0.npy", feats)
+    ann = tmp_path / "test.json"
+    ann.write_text(json.dumps([{"vid": "v0", "duration": 12.0, "timestamp": [0.1, 0.5], "tokens": q} for q in queries]))
+    evaluate(tmp_path / "model", tmp_path / "feats", ann, tmp_path / "eval", format="psvl")
+    records = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["pred"][0] for r in records], pred.spans * 12.0, atol=1e-4)

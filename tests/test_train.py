@@ -170,9 +170,45 @@ def test_cli_run_killed_by_a_signal_resumes_to_identical_weights(world, tmp_path
     proc.wait()
     if (run / "model").exists():
         pytest.skip("the run finished before it could be killed")
-    res = subprocess.run([sys.executable, "-m", "zeroground", "train", "--out", str(run), "--resume", "--quiet"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "zeroground", "train", "--resume", str(run), "--quiet"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     straight = train(cfg, tmp_path / "straight", progress=False, log=None)
     a = load_file(str(straight / "weights.safetensors"))
     b = load_file(str(run / "model" / "weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_localization_loss_weight_multiplies_the_smooth_l1_term_exactly() -> None:
+    from zeroground.model.psvl import grounding_loss
+
+    outputs = {"timestamps": torch.tensor([[0.1, 0.9], [0.3, 0.4]]),
+               "attention_weights": torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.1, 0.2, 0.3, 0.4]])}
+    start, end = torch.tensor([0.0, 0.5]), torch.tensor([0.5, 1.0])
+    guidance = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    # independent values: SmoothL1 (beta 1) = 0.5 d^2 for |d| < 1, mean over the batch
+    loc = (0.5 * 0.1**2 + 0.5 * 0.2**2) / 2 + (0.5 * 0.4**2 + 0.5 * 0.6**2) / 2
+    att = (-(np.log(0.5 + 1e-8) + np.log(0.25 + 1e-8)) / 2 - (np.log(0.3 + 1e-8) + np.log(0.4 + 1e-8)) / 2) / 2
+    ref = grounding_loss(outputs, start, end, guidance)
+    assert float(ref["localization_loss"]) == pytest.approx(loc, rel=1e-6)
+    assert float(ref["loss"]) == pytest.approx(loc + att, rel=1e-6)
+    heavy = grounding_loss(outputs, start, end, guidance, localization_weight=10.0)
+    assert float(heavy["localization_loss"]) == pytest.approx(loc, rel=1e-6)  # reported unweighted
+    assert float(heavy["loss"]) == pytest.approx(10 * loc + att, rel=1e-6)
+
+
+def test_localization_loss_weight_is_a_train_option_and_default_is_the_reference(world, tmp_path: Path) -> None:
+    from zeroground.train.config import OptimConfig
+
+    assert OptimConfig().localization_loss_weight == 1.0
+    feats, ann = world
+    one = train(tiny_config(feats, ann, **{"train.epochs": 1}), tmp_path / "w1", progress=False, log=None)
+    ten = train(tiny_config(feats, ann, **{"train.epochs": 1, "train.localization_loss_weight": 10.0}),
+                tmp_path / "w10", progress=False, log=None)
+    assert "localization_loss_weight: 10.0" in (tmp_path / "w10" / "config.yaml").read_text()
+    r1 = next(csv.DictReader((tmp_path / "w1" / "metrics.csv").open()))
+    r10 = next(csv.DictReader((tmp_path / "w10" / "metrics.csv").open()))
+    # same seed, same first batch: only the weighting of the loss differs, so the weights do too
+    assert float(r10["loss"]) > float(r1["loss"])
+    a = load_file(str(one / "weights.safetensors"))
+    b = load_file(str(ten / "weights.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)

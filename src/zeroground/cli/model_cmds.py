@@ -54,10 +54,12 @@ def import_psvl_cmd(
 
 @app.command("train")
 def train_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, checkpoint, metrics.csv, plot, model/)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=(
+        "Run directory (config, checkpoint, metrics.csv, plot, model/).")),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=(
         "Training config YAML (e.g. configs/charades_psvl.yaml). Not needed with --resume.")),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help=(
+        "Continue the killed run in RUN_DIR from its last checkpoint (uses its saved config).")),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=(
         "Override a config value, e.g. --set data.features=FEATS --set train.epochs=10 (repeatable).")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -68,15 +70,18 @@ def train_cmd(
         from zeroground.train.loop import train
 
         overrides = parse_overrides(set_)
-        if resume:
+        if resume is not None:
+            if out is not None and out.resolve() != resume.resolve():
+                raise ValueError(f"--out {out} and --resume {resume} name different run directories")
+            out = resume
             if config is not None or overrides:
                 typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
             cfg = TrainConfig()
         else:
-            if config is None:
-                raise ValueError("give --config CONFIG.yaml (or --resume to continue a run)")
+            if config is None or out is None:
+                raise ValueError("give --config CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR to continue a run)")
             cfg = load_train_config(config, overrides)
-        model_dir = train(cfg, out, resume=resume, progress=not quiet)
+        model_dir = train(cfg, out, resume=resume is not None, progress=not quiet)
     typer.echo(f"model written to {model_dir}")
 
 

@@ -60,6 +60,8 @@ class DemoModelConfig:
     nonlocal_heads: int = 4
     dropout: float = 0.0
     clip_query_len: int = 4
+    span_readout: str = "regression"  # ModelConfig.span_readout: "regression" | "attention"
+    attention_ratio: float = 1 / 3  # ModelConfig.attention_ratio (attention read-out)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class DemoTrainConfig:
     epochs: int = 40
     batch_size: int = 32
     lr: float = 3e-3
+    localization_loss_weight: float = 1.0  # OptimConfig.localization_loss_weight
     noise_level: float = 0.1  # LFVMR: Lafite-style perturbation of the pseudo query vectors
     seed: int = 0
     # One thread: a model this small gains little from two, and a second thread spinning on a
@@ -88,8 +91,8 @@ class DemoConfig:
     clip: str = ""  # CLIP folder; "" = the shipped tiny CLIP
     methods: list[str] = field(default_factory=lambda: list(BASELINES + TRAINED))
     plot_queries: int = 4
-    # Extra rows "<method>_attention": the same trained models, spans read from their temporal
-    # attention instead of the regression head (a diagnostic; see zeroground.demo.training).
+    # Extra rows with the *other* span read-out of the same trained models (a diagnostic):
+    # "<method>_attention" when model.span_readout is "regression", else "<method>_regression".
     attention_readout: bool = True
     world: WorldConfig = field(default_factory=WorldConfig)
     # Events of this world last 4-12 s of 30-60 s videos: proposals between 5 % and 40 % of a video.
@@ -254,9 +257,10 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
             records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
                                                  out / "runs" / method / "test")
             if cfg.attention_readout:
-                from zeroground.demo.training import predict_attention_spans
+                from zeroground.demo.training import other_readout, predict_with_readout
 
-                records[f"{method}_attention"] = predict_attention_spans(model_dir, store, test_moments, clip)
+                other = other_readout(cfg.model.span_readout)
+                records[f"{method}_{other}"] = predict_with_readout(model_dir, store, test_moments, clip, other)
         seconds[method] = time.perf_counter() - tm
     seconds["train_eval"] = time.perf_counter() - t
 
@@ -336,6 +340,8 @@ def results_table(rows: list[dict[str, Any]]):
                 else "")
         if m.endswith("_attention"):
             kind = (kind + ", " if kind else "") + "span from attention"
+        elif m.endswith("_regression"):
+            kind = (kind + ", " if kind else "") + "span from regression head"
         name = row["method"] + (f" [dim]({kind})[/]" if kind else "")
         table.add_row(name, *(f"{100 * row[k]:.1f}" for k in METRIC_KEYS))
     return table

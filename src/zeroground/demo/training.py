@@ -38,6 +38,8 @@ def model_config(method: str, cfg, video_dim: int, clip_path: Path):
         clip_dim=video_dim,
         clip_query_len=m.clip_query_len,
         text_encoder=str(clip_path) if method != "psvl" else None,
+        span_readout=m.span_readout,
+        attention_ratio=m.attention_ratio,
     )
 
 
@@ -74,6 +76,7 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
         data=DataConfig(train_annotations=str(train_file), features=str(features), format="psvl",
                         query_vectors=str(query_vectors) if query_vectors else None),
         train=OptimConfig(epochs=tc.epochs, batch_size=tc.batch_size, drop_last=False, lr=tc.lr, seed=tc.seed,
+                          localization_loss_weight=tc.localization_loss_weight,
                           num_threads=tc.num_threads,
                           query_noise="lfvmr" if method == "lfvmr" and tc.noise_level > 0 else "none",
                           query_noise_xi=tc.noise_level if method == "lfvmr" else 0.0, plot=False),
@@ -97,44 +100,34 @@ def predict_demo_model(model_dir: Path, features: Path, test_annotations: Path, 
 
 
 def attention_spans(attention: np.ndarray, video_mask: np.ndarray, ratio: float = 1 / 3) -> np.ndarray:
-    """Read a span out of the model's temporal attention: the run of consecutive segments
-    around the peak whose weight stays >= ``ratio`` x the peak -> [N, 2] normalised.
+    """``zeroground.model.attention_spans`` on numpy arrays → [N, 2] normalised spans."""
+    import torch
 
-    Why: the PSVL objective trains the attention to cover the moment (guidance loss), and
-    in the demo world it localises far better than the regression head, whose SmoothL1
-    loss on [0, 1] coordinates gives it small gradients. The rule has one knob, fixed a
-    priori at 1/3 (not tuned on test labels).
-    """
-    spans = np.zeros((len(attention), 2), dtype=np.float64)
-    for i, (w, m) in enumerate(zip(attention, video_mask)):
-        n = int(np.asarray(m, dtype=bool).sum())  # valid segments [0, n)
-        if n == 0:
-            continue
-        w = np.asarray(w[:n], dtype=np.float64)
-        peak = int(w.argmax())
-        s = e = peak
-        thr = ratio * w[peak]
-        while s > 0 and w[s - 1] >= thr:
-            s -= 1
-        while e < n - 1 and w[e + 1] >= thr:
-            e += 1
-        spans[i] = (s / n, (e + 1) / n)
-    return spans
+    from zeroground.model import attention_spans as model_attention_spans
+
+    return model_attention_spans(torch.as_tensor(np.asarray(attention, dtype=np.float64)),
+                                 torch.as_tensor(np.asarray(video_mask, dtype=bool)), ratio).numpy()
 
 
-def predict_attention_spans(model_dir: Path, store, moments, clip, ratio: float = 1 / 3) -> list:
-    """Prediction records of a trained model, spans read from its attention (see ``attention_spans``)."""
+def other_readout(readout: str) -> str:
+    return "regression" if readout == "attention" else "attention"
+
+
+def predict_with_readout(model_dir: Path, store, moments, clip, readout: str) -> list:
+    """Prediction records of a trained model with its span read-out set to ``readout``
+    (``ModelConfig.span_readout``), everything else as saved."""
     from zeroground.eval.predictions import PredictionRecord
     from zeroground.model import load_model_dir, predict_spans
     from zeroground.train.data import query_tokens
 
     model, mcfg, vocab = load_model_dir(model_dir)
+    mcfg.span_readout = readout
+    model.cfg.span_readout = readout
     if mcfg.query_encoder == "tokens":
         queries: object = query_tokens(moments, "test annotations")
     else:
         queries = clip.encode_texts([m.sentence for m in moments])
-    pred = predict_spans(model, mcfg, vocab, [store[m.video] for m in moments], queries)
-    spans = attention_spans(pred.attention, pred.video_mask, ratio)
+    spans = predict_spans(model, mcfg, vocab, [store[m.video] for m in moments], queries).spans.astype(np.float64)
     return [PredictionRecord(video=m.video, query=m.sentence, duration=float(m.duration),
                              gt=[float(m.start), float(m.end)], pred=[[s * m.duration, e * m.duration]])
             for m, (s, e) in zip(moments, spans)]

@@ -121,4 +121,4 @@ class TrainedModel:
         q.vectors = None if q.vectors is None else q.vectors.to(self.device)
         with torch.no_grad():
             out = self.model.ground(v, mask, q)
-        return out["timestamps"][0].double().cpu().numpy()  # [2] normalised
+        return out["spans"][0].double().cpu().numpy()  # [2] normalised (ModelConfig.span_readout)

@@ -12,10 +12,17 @@ from zeroground.model.model_dir import (
 )
 from zeroground.model.predict import SpanPredictions, check_feature_dim, predict_spans, query_batch
 from zeroground.model.preprocess import EmptyQueryError, build_vocab, encode_queries, segment_batch
-from zeroground.model.psvl import QUERY_ENCODERS, GroundingModel, ModelConfig, QueryBatch, grounding_loss
+from zeroground.model.psvl import (
+    QUERY_ENCODERS,
+    GroundingModel,
+    ModelConfig,
+    QueryBatch,
+    attention_spans,
+    grounding_loss,
+)
 
 __all__ = [
-    "QUERY_ENCODERS", "GroundingModel", "ModelConfig", "QueryBatch", "grounding_loss",
+    "QUERY_ENCODERS", "GroundingModel", "ModelConfig", "QueryBatch", "grounding_loss", "attention_spans",
     "save_model_dir", "load_model_dir", "read_model_config", "import_psvl", "ModelDirError",
     "predict_spans", "SpanPredictions", "query_batch", "check_feature_dim",
     "build_vocab", "encode_queries", "segment_batch", "EmptyQueryError",

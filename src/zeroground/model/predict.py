@@ -22,7 +22,7 @@ from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch
 
 @dataclass
 class SpanPredictions:
-    spans: np.ndarray  # [N, 2] normalised (start, end) as the model outputs them (unclamped)
+    spans: np.ndarray  # [N, 2] normalised (start, end) as the model outputs them (unclamped; ModelConfig.span_readout)
     attention: np.ndarray  # [N, S] temporal attention weights over segments
     video_mask: np.ndarray  # [N, S] valid segments
 
@@ -99,6 +99,6 @@ def predict_spans(model: GroundingModel, cfg: ModelConfig, vocab: dict[str, int]
             out = model(torch.from_numpy(seg_b.video_feats).to(device), torch.from_numpy(seg_b.video_mask).to(device),
                         _slice(q_all, a, b))
             masks[a:b] = seg_b.video_mask
-        spans[a:b] = out["timestamps"].cpu().numpy()
+        spans[a:b] = out["spans"].cpu().numpy()
         attention[a:b] = out["attention_weights"].cpu().numpy()
     return SpanPredictions(spans, attention, masks)

@@ -44,6 +44,10 @@ class OptimConfig:
     lr: float = 4e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
+    # Multiplies the SmoothL1 localisation term of the loss (1.0 = PSVL's objective). On [0, 1]
+    # coordinates that term is ~100x smaller than the attention-guidance term, so with short
+    # training budgets the regression head barely learns; a larger weight rebalances them.
+    localization_loss_weight: float = 1.0
     seed: int = 38
     num_threads: int | None = None  # torch threads; None = torch's default
     # Per-sample perturbation of CLIP-space query vectors each step (LFVMR), by name

@@ -137,7 +137,7 @@ def validate(model: GroundingModel, data: GroundingData, cfg: TrainConfig) -> di
     for a in range(0, len(data), bs):
         idx = np.arange(a, min(len(data), a + bs))
         b = make_batch(data, idx, cfg.model, rng=None)
-        preds[idx] = model(b.video_feats, b.video_mask, b.query)["timestamps"].double().numpy()
+        preds[idx] = model(b.video_feats, b.video_mask, b.query)["spans"].double().numpy()
     return {f"val_{k}": v for k, v in metric_table(preds, data.spans).items()}
 
 
@@ -204,7 +204,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
 
         cfg = from_dict(TrainConfig, yaml.safe_load((out / "config.yaml").read_text()), where=str(out / "config.yaml"))
     elif ckpt_path.exists():
-        raise TrainingDataError(f"{out} already holds a training run: pass --resume to continue it, or pick a new --out")
+        raise TrainingDataError(f"{out} already holds a training run: pass --resume {out} to continue it, or pick a new --out")
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -255,7 +255,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             if noise is not None and query.vectors is not None:
                 query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_xi, noise_gen))
             outputs = model(batch.video_feats, batch.video_mask, query)
-            losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance)
+            losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance, tc.localization_loss_weight)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
