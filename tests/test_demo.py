@@ -54,9 +54,10 @@ def demo_run(tmp_path_factory):
 def test_results_json_has_every_method_with_fractions(demo_run):
     out, result, _ = demo_run
     data = json.loads((out / "results.json").read_text())
+    other = "regression" if DemoConfig().model.span_readout == "attention" else "attention"
     expected = []
     for m in BASELINES + TRAINED:
-        expected += [m] + ([f"{m}_attention"] if m in TRAINED else [])
+        expected += [m] + ([f"{m}_{other}"] if m in TRAINED else [])
     assert [r["method"] for r in data["rows"]] == expected
     for row in data["rows"]:
         assert set(row) == {"method", *METRIC_KEYS}
@@ -88,6 +89,7 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
     for method in TRAINED:
         model, cfg, vocab = load_model_dir(out / "models" / method)
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
+        assert cfg.span_readout == DemoConfig().model.span_readout  # saved with the model
         assert (vocab is not None) == (method == "psvl")
     # pseudo-labels come from the unlabelled train videos only
     pseudo = json.loads((out / "pseudo" / "lfvmr.json").read_text())
