@@ -14,12 +14,15 @@ from zeroground.pseudo.label import PseudoLabelError, pseudo_label
 from zeroground.pseudo.psvl import (
     PSVLError,
     VerbStats,
+    clip_rank_verbs,
     clip_tag_frames,
     compute_verb_stats,
     corpus_nouns,
     event_nouns,
     pick_verbs,
     read_detections,
+    third_person,
+    verb_phrase,
     verb_scores,
 )
 
@@ -257,3 +260,89 @@ def test_cli_help_lists_every_registered_method() -> None:
     assert pseudo_cmds._METHODS == ", ".join(PSEUDO_LABELERS)
     res = CliRunner().invoke(app, ["pseudo-label", "--help"])
     assert res.exit_code == 0 and "psvl, lfvmr" in res.output
+
+
+# --------------------------------------------------------------------------- verbs from CLIP (extension)
+
+HAND_STATS = VerbStats(pairs={"cup": {"hold": 1, "drink": 1}, "door": {"open": 1, "close": 1, "pull": 1}},
+                       verb_totals={"hold": 1, "drink": 1, "open": 1, "close": 1, "pull": 1})
+
+
+def test_verb_phrases_use_the_third_person() -> None:
+    assert [third_person(v) for v in ("pick", "switch", "close", "carry", "play", "go")] == \
+        ["picks", "switches", "closes", "carries", "plays", "goes"]
+    assert verb_phrase("a person {verb_s} the {noun}", "pick", "cup") == "a person picks the cup"
+    assert verb_phrase("{verb} {noun}", "pick", "cup") == "pick cup"
+
+
+def test_clip_rank_verbs_puts_the_nearest_phrase_first() -> None:
+    # phrase embeddings by hand; the event's frames average closest to "closes the door"
+    table = {"a person opens the door": [1, 0, 0, 0], "a person closes the door": [0, 1, 0, 0],
+             "a person pulls the door": [0, 0, 1, 0]}
+    seen: list[list[str]] = []
+
+    def encode(phrases: list[str]) -> np.ndarray:
+        seen.append(list(phrases))
+        return np.array([table[p] for p in phrases], np.float64)
+
+    frames = np.array([[0.2, 1.0, 0.1, 0.0], [0.0, 3.0, 0.5, 0.1], [0.3, 0.9, 0.4, 0.0]])
+    assert clip_rank_verbs(HAND_STATS, ["door"], frames, encode, 3) == ["close", "pull", "open"]
+    assert clip_rank_verbs(HAND_STATS, ["door"], frames, encode, 1) == ["close"]
+    # candidates are PSVL's: only verbs that co-occur with the nouns are phrased
+    assert sorted(seen[0]) == sorted(table)
+    # the corpus alone ranks the tie alphabetically: "close", "open", "pull" -- different order
+    assert pick_verbs(HAND_STATS, ["door"], 3, sampling="top") == ["close", "open", "pull"]
+    with pytest.raises(PSVLError, match="same model"):
+        clip_rank_verbs(HAND_STATS, ["door"], np.ones((2, 5)), encode, 1)
+
+
+class FakeVerbClip:
+    """Tagging prompts -> the noun's axis; verb phrases -> the noun's axis plus an axis per verb."""
+
+    NOUNS = ["cup", "door"]
+    VERB_AXIS = {"holds": 2, "opens": 3}
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 4), np.float32)
+        for i, t in enumerate(texts):
+            words = t.rstrip(".").split()
+            out[i, self.NOUNS.index(words[-1])] = 1.0
+            if words[0] == "a" and words[1] == "person" and words[2] in self.VERB_AXIS:
+                out[i, self.VERB_AXIS[words[2]]] = 1.0
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_pseudo_label_psvl_verbs_from_clip_and_default_is_corpus(tmp_path: Path) -> None:
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    x = np.zeros((20, 4), np.float32)
+    x[:10, 0], x[:10, 2] = 1.0, 0.5   # a cup, looking like "holds"
+    x[10:, 1], x[10:, 3] = 1.0, 0.5   # a door, looking like "opens"
+    np.save(feats / "v.npy", x)
+    (feats / "attrs.json").write_text(json.dumps({"fps": 2.0}))
+    knobs = dict(clip_model=FakeVerbClip(), verb_stats=HAND_STATS, nouns=["cup", "door"], num_clusters=2,
+                 verb_sampling="top", num_nouns=1, num_verbs=1)
+
+    def spans(path: Path) -> dict:
+        return {tuple(round(v, 3) for v in it["timestamp"]): it["tokens"] for it in json.loads(path.read_text())}
+
+    pseudo_label("psvl", feats, tmp_path / "corpus.json", **knobs)  # default: the paper's corpus-only verbs
+    assert spans(tmp_path / "corpus.json")[(0.0, 0.5)] == ["drink", "cup"]
+    assert spans(tmp_path / "corpus.json")[(0.5, 1.0)] == ["close", "door"]
+    cfg = pseudo_label("psvl", feats, tmp_path / "clip.json", verb_source="clip", **knobs)
+    assert cfg.psvl.verb_source == "clip"
+    assert spans(tmp_path / "clip.json")[(0.0, 0.5)] == ["hold", "cup"]
+    assert spans(tmp_path / "clip.json")[(0.5, 1.0)] == ["open", "door"]
+
+
+def test_verb_source_is_corpus_by_default_and_clip_needs_a_model(tmp_path: Path) -> None:
+    from zeroground.pseudo.psvl import PSVLConfig
+
+    assert PSVLConfig().verb_source == "corpus"
+    _store(tmp_path / "feats")
+    with pytest.raises(PseudoLabelError, match="--clip"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", detections={"v": [[("cup", 0.9)]] * 20},
+                     verb_stats=HAND_STATS, verb_source="clip")
+    with pytest.raises(PseudoLabelError, match="verb_source"):
+        pseudo_label("psvl", tmp_path / "feats", tmp_path / "x.json", detections={"v": [[("cup", 0.9)]] * 20},
+                     verb_stats=HAND_STATS, verb_source="vision")

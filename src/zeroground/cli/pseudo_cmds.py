@@ -46,6 +46,7 @@ def pseudo_label(
     max_proposals: Optional[int] = typer.Option(None, "--max-proposals", help="Pseudo-events per video (default 8)."),
     queries_per_event: Optional[int] = typer.Option(None, "--queries-per-event", help="PSVL: verb draws per pseudo-event (default 3)."),
     selection: Optional[str] = typer.Option(None, "--selection", help="LFVMR query rule: medoid (default), mean, center, random."),
+    verb_source: Optional[str] = typer.Option(None, "--verb-source", help="PSVL verbs: corpus (default, the paper) or clip (corpus candidates ranked by CLIP on the event's frames; needs --clip)."),
 ) -> None:
     """Turn unlabeled videos into pseudo training pairs (PSVL bags of words or LFVMR CLIP vectors).
 
@@ -62,7 +63,8 @@ def pseudo_label(
         resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
                        detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                        num_clusters=num_clusters, min_len=min_len, max_len=max_len,
-                       max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection)
+                       max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection,
+                       verb_source=verb_source)
     typer.echo(f"wrote {out} ({resolved.method}); config: {Path(out).with_name(Path(out).stem + '.config.yaml')}")
 
 

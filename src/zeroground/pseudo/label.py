@@ -27,7 +27,9 @@ from zeroground.pseudo.lfvmr import LFVMRConfig, select_query_vector
 from zeroground.pseudo.proposals import ProposalConfig, propose_events_with
 from zeroground.pseudo.psvl import (
     PSVLConfig,
+    VERB_SOURCES,
     VerbStats,
+    clip_rank_verbs,
     clip_tag_frames,
     corpus_nouns,
     event_nouns,
@@ -122,10 +124,16 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
     pc = cfg.psvl
     if detections is None and cfg.detections:
         detections = read_detections(cfg.detections)
-    if detections is None and clip_model is None and cfg.clip:
+    if pc.verb_source not in VERB_SOURCES:
+        raise PseudoLabelError(f"unknown psvl.verb_source {pc.verb_source!r}; choose one of {list(VERB_SOURCES)}")
+    clip_verbs = pc.verb_source == "clip"
+    if (detections is None or clip_verbs) and clip_model is None and cfg.clip:
         from zeroground.features.clip import load_clip
 
         clip_model = load_clip(cfg.clip)
+    if clip_verbs and clip_model is None:
+        raise PseudoLabelError("psvl.verb_source 'clip' ranks verbs with CLIP: give --clip MODEL "
+                               "(the model whose image features are in the store)")
     if detections is None and clip_model is None:
         raise PseudoLabelError("PSVL nouns need object labels: give --detections FILE.json "
                                "or --clip MODEL (zero-shot tagging of CLIP frame features)")
@@ -147,6 +155,14 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
         missing = [v for v in vids if v not in detections]
         if missing:
             raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
+    phrase_cache: dict[str, np.ndarray] = {}
+
+    def encode_phrases(phrases: list[str]) -> np.ndarray:  # CLIP text embeddings, each phrase encoded once
+        missing = sorted({p for p in phrases if p not in phrase_cache})
+        if missing:
+            phrase_cache.update(zip(missing, np.asarray(clip_model.encode_texts(missing))))
+        return np.stack([phrase_cache[p] for p in phrases])
+
     moments = []
     for vid in _progress(vids, progress, "psvl pseudo-labels"):
         feats = store[vid]  # [T, D]
@@ -166,7 +182,11 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
             nouns = event_nouns(frame_labels, (s / t, e / t), num_nouns=pc.num_nouns, min_score=pc.min_score)
             seen: set[tuple[str, ...]] = set()
             for _ in range(max(1, pc.queries_per_event)):
-                verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
+                if clip_verbs:  # deterministic: repeated queries would be duplicates and are skipped
+                    verbs = clip_rank_verbs(verb_stats, nouns, feats[int(s):max(int(e), int(s) + 1)],
+                                            encode_phrases, pc.num_verbs, prompt=pc.verb_prompt)
+                else:
+                    verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
                 tokens = verbs + nouns
                 key = tuple(sorted(verbs)) + tuple(nouns)
                 if tokens and key not in seen:  # a repeated draw would only duplicate the item

@@ -11,6 +11,9 @@ it writes a "sentence" that is just 3 verbs + 5 nouns (``["hold", "wash", "fix",
 * **verbs** are not visible in a still frame, so they come from language alone:
   noun-verb co-occurrence counted in an unpaired text corpus (:func:`compute_verb_stats`),
   and verbs likely for the event's nouns are drawn (:func:`pick_verbs`).
+  zeroground's optional extension (``verb_source="clip"``, off by default) ranks those
+  same corpus candidates by CLIP similarity of the event's frames to a verb-noun phrase
+  (:func:`clip_rank_verbs`), so the verbs say *which* action on the object happens.
 
 Detections file format (JSON)::
 
@@ -61,6 +64,14 @@ class PSVLConfig:
     vocab_size: int = 1000
     vocab_min_count: int = 2
     exclude_verbs: list[str] = field(default_factory=lambda: ["be", "have", "do"])
+    # zeroground extension, not in the paper: where the verbs come from.
+    # "corpus" (paper): drawn from noun-verb co-occurrence alone (`verb_sampling`).
+    # "clip": the same corpus candidates (verbs seen with the event's nouns), ranked by CLIP
+    # cosine between the event's mean frame feature and `verb_prompt`; the top `num_verbs`
+    # are kept (deterministic; `verb_sampling` is not used). Needs a CLIP model.
+    verb_source: str = "corpus"
+    # "{verb}" = the lemma ("pick"), "{verb_s}" = its third-person form ("picks"), "{noun}" = the noun
+    verb_prompt: str = "a person {verb_s} the {noun}"
 
 
 # --------------------------------------------------------------------------- nouns
@@ -298,3 +309,78 @@ def pick_verbs(stats: VerbStats, nouns: Sequence[str], k: int, *, sampling: str 
     k = min(k, len(verbs))
     chosen = rng.choice(len(verbs), size=k, replace=False, p=p / p.sum())
     return [verbs[i] for i in chosen]
+
+
+# --------------------------------------------------------------------------- verbs from CLIP (extension)
+
+VERB_SOURCES = ("corpus", "clip")
+
+
+def third_person(verb: str) -> str:
+    """Third-person singular of a lemma ("pick" -> "picks", "switch" -> "switches",
+    "carry" -> "carries"): captions say "a man picks up the cup", and a word-level CLIP
+    tokenizer may know only that form."""
+    irregular = {"be": "is", "have": "has", "do": "does", "go": "goes"}
+    if verb in irregular:
+        return irregular[verb]
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if len(verb) > 1 and verb.endswith("y") and verb[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def verb_phrase(prompt: str, verb: str, noun: str) -> str:
+    """Fill ``prompt``'s ``{verb}`` (lemma), ``{verb_s}`` (third person) and ``{noun}``."""
+    return prompt.format(verb=verb, verb_s=third_person(verb), noun=noun)
+
+
+def event_embedding(frame_features: np.ndarray) -> np.ndarray:
+    """The event's CLIP vector: mean of its L2-normalised frame features, renormalised."""
+    f = np.asarray(frame_features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] == 0:
+        raise PSVLError(f"event embedding needs frame features [T>0, D]; found shape {f.shape}")
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    m = f.mean(0)
+    return m / max(float(np.linalg.norm(m)), 1e-12)
+
+
+def clip_rank_verbs(stats: VerbStats, nouns: Sequence[str], frame_features: np.ndarray,
+                    encode: Any, k: int, *, prompt: str = "a person {verb_s} the {noun}") -> list[str]:
+    """The ``k`` corpus-candidate verbs of ``nouns`` that best match the event's frames.
+
+    Candidates are exactly PSVL's (verbs with a nonzero :func:`verb_scores`). Each is
+    scored by the highest cosine between :func:`event_embedding` of ``frame_features``
+    ``[T, D]`` and the CLIP text embedding of ``prompt`` filled with the verb and one of
+    the event's nouns it co-occurs with in the corpus (all of the nouns when none does).
+    ``encode`` maps a list of phrases to ``[N, D]`` text embeddings (``clip.encode_texts``).
+    Ties keep the corpus order (higher ``verb_scores`` first, then alphabetical).
+    With no nouns there is nothing to phrase, so the corpus ranking is returned.
+    """
+    scores = verb_scores(stats, nouns)
+    if not scores or k <= 0:
+        return []
+    verbs = sorted(scores, key=lambda v: (-scores[v], v))
+    if not nouns:
+        return verbs[:k]
+    phrases: dict[str, list[str]] = {}
+    for v in verbs:
+        with_v = [n for n in nouns if v in stats.pairs.get(n, {})] or list(nouns)
+        phrases[v] = [verb_phrase(prompt, v, n) for n in with_v]
+    flat = [p for v in verbs for p in phrases[v]]
+    emb = np.asarray(encode(flat), dtype=np.float64)  # [P, D]
+    if emb.ndim != 2 or emb.shape[0] != len(flat):
+        raise PSVLError(f"text encoder returned shape {emb.shape} for {len(flat)} phrases")
+    ev = event_embedding(frame_features)
+    if emb.shape[1] != ev.shape[0]:
+        raise PSVLError(f"verb phrases embed in D={emb.shape[1]} but the frame features have D={ev.shape[0]}; "
+                        "verb_source 'clip' needs CLIP image features of the same model")
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    cos = emb @ ev
+    best, i = {}, 0
+    for v in verbs:
+        n = len(phrases[v])
+        best[v] = float(cos[i:i + n].max())
+        i += n
+    order = sorted(range(len(verbs)), key=lambda j: (-best[verbs[j]], j))
+    return [verbs[j] for j in order[:k]]
