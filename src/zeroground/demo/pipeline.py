@@ -80,7 +80,7 @@ class DemoTrainConfig:
     localization_loss_weight: float = 10.0
     # LFVMR: Lafite-style perturbation of the pseudo query vectors (trained on image vectors,
     # queried with text vectors). 0.5 rather than 0.1: R1@0.5 69.7 -> 80.0 on a development
-    # world (seed 1; docs/readme/demo.md), never on the reported test set.
+    # world (seed 1; README, "The offline demo"), never on the reported test set.
     noise_level: float = 0.5
     seed: int = 0
     # One thread: a model this small gains little from two, and a second thread spinning on a
