@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from zeroground.io import atomic_write_json, atomic_write_text
 
@@ -154,6 +154,18 @@ def _str_list(value: Any, path: Path, where: str, name: str) -> list[str] | None
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise AnnotationError(f"{path}: {where}: {name} must be a list of strings, got {value!r}")
     return list(value)
+
+
+def _check_fields(entry: Any, path: Path, where: str, *, known: Iterable[str], required: Iterable[str]) -> None:
+    """An item must be an object with only ``known`` keys and every ``required`` one."""
+    if not isinstance(entry, dict):
+        raise AnnotationError(f"{path}: {where}: must be an object, got {type(entry).__name__}")
+    unknown = set(entry) - set(known)
+    if unknown:
+        raise AnnotationError(f"{path}: {where}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    for key in required:
+        if key not in entry:
+            raise AnnotationError(f"{path}: {where}: missing field {key!r}")
 
 
 def _load_json(path: Path) -> Any:
@@ -307,16 +319,7 @@ def read_activitynet(
     moments: list[Moment] = []
     for vid, entry in data.items():
         where = f"video {vid!r}"
-        if not isinstance(entry, dict):
-            raise AnnotationError(f"{path}: {where}: entry must be an object, got {type(entry).__name__}")
-        unknown = set(entry) - ACTIVITYNET_FIELDS
-        if unknown:
-            raise AnnotationError(
-                f"{path}: {where}: unknown field(s) {sorted(unknown)}; known: {sorted(ACTIVITYNET_FIELDS)}"
-            )
-        for key in ACTIVITYNET_FIELDS:
-            if key not in entry:
-                raise AnnotationError(f"{path}: {where}: missing field {key!r}")
+        _check_fields(entry, path, where, known=ACTIVITYNET_FIELDS, required=ACTIVITYNET_FIELDS)
         duration = _number(entry["duration"], path, where, "duration")
         stamps, sentences = entry["timestamps"], entry["sentences"]
         if not isinstance(stamps, list) or not isinstance(sentences, list) or len(stamps) != len(sentences):
@@ -371,16 +374,7 @@ def read_psvl_json(
     moments: list[Moment] = []
     for i, item in enumerate(data):
         where = f"item {i}"
-        if not isinstance(item, dict):
-            raise AnnotationError(f"{path}: {where}: must be an object, got {type(item).__name__}")
-        unknown = set(item) - PSVL_FIELDS
-        if unknown:
-            raise AnnotationError(
-                f"{path}: {where}: unknown field(s) {sorted(unknown)}; known: {sorted(PSVL_FIELDS)}"
-            )
-        for key in ("vid", "duration", "timestamp"):
-            if key not in item:
-                raise AnnotationError(f"{path}: {where}: missing field {key!r}")
+        _check_fields(item, path, where, known=PSVL_FIELDS, required=("vid", "duration", "timestamp"))
         vid = item["vid"]
         if not isinstance(vid, str):
             raise AnnotationError(f"{path}: {where}: vid must be a string, got {vid!r}")
