@@ -212,3 +212,22 @@ def test_localization_loss_weight_is_a_train_option_and_default_is_the_reference
     a = load_file(str(one / "weights.safetensors"))
     b = load_file(str(ten / "weights.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path) -> None:
+    from zeroground.features.clip import load_clip, make_tiny_clip
+
+    feats, ann = world
+    clip_dir = make_tiny_clip(tmp_path / "clip", words=WORDS, proj_dim=16)
+    cfg = tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.freeze_word_vectors": True,
+                                     "train.epochs": 2, "train.plot": False, "train.word_dropout": 0.2})
+    model_dir = train(cfg, tmp_path / "run", progress=False, log=None)
+    model, _, vocab = load_model_dir(model_dir)
+    text = load_clip(str(clip_dir)).encode_texts(["open", "door"])  # [2, 16], unit rows
+    emb = model.query_encoder.embedding.weight.detach().numpy()
+    np.testing.assert_allclose(emb[[vocab["open"], vocab["door"]]], text * 4.0, atol=1e-5)  # sqrt(16) = 4
+    with pytest.raises(TrainingDataError, match="embed_dim to 16"):
+        train(tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.embed_dim": 8}),
+              tmp_path / "bad", progress=False, log=None)
+    with pytest.raises(TrainingDataError, match="word_dropout"):
+        train(tiny_config(feats, ann, **{"train.word_dropout": 1.0}), tmp_path / "bad2", progress=False, log=None)

@@ -47,6 +47,7 @@ def pseudo_label(
     queries_per_event: Optional[int] = typer.Option(None, "--queries-per-event", help="PSVL: verb draws per pseudo-event (default 3)."),
     selection: Optional[str] = typer.Option(None, "--selection", help="LFVMR query rule: medoid (default), mean, center, random."),
     verb_source: Optional[str] = typer.Option(None, "--verb-source", help="PSVL verbs: corpus (default, the paper) or clip (corpus candidates ranked by CLIP on the event's frames; needs --clip)."),
+    keep_events: Optional[int] = typer.Option(None, "--keep-events", help="PSVL with --verb-source clip: keep this many pseudo-events per video, those with the most CLIP action evidence (default 0 = all, the paper)."),
 ) -> None:
     """Turn unlabeled videos into pseudo training pairs (PSVL bags of words or LFVMR CLIP vectors).
 
@@ -64,7 +65,7 @@ def pseudo_label(
                        detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                        num_clusters=num_clusters, min_len=min_len, max_len=max_len,
                        max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection,
-                       verb_source=verb_source)
+                       verb_source=verb_source, keep_events=keep_events)
     typer.echo(f"wrote {out} ({resolved.method}); config: {Path(out).with_name(Path(out).stem + '.config.yaml')}")
 
 

@@ -34,12 +34,14 @@ def model_config(method: str, cfg, video_dim: int, clip_path: Path):
         fusion_layers=m.fusion_layers,
         nonlocal_layers=m.nonlocal_layers,
         nonlocal_heads=m.nonlocal_heads,
-        dropout=m.dropout,
+        dropout=cfg.psvl_training.dropout if method == "psvl" else m.dropout,
         clip_dim=video_dim,
         clip_query_len=m.clip_query_len,
         text_encoder=str(clip_path) if method != "psvl" else None,
         span_readout=m.span_readout,
         attention_ratio=m.attention_ratio,
+        word_vectors=str(clip_path) if method == "psvl" and cfg.psvl_training.word_vectors else None,
+        freeze_word_vectors=method == "psvl" and cfg.psvl_training.freeze_word_vectors,
     )
 
 
@@ -75,11 +77,13 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
         model=model_config(method, cfg, dim, clip_path),
         data=DataConfig(train_annotations=str(train_file), features=str(features), format="psvl",
                         query_vectors=str(query_vectors) if query_vectors else None),
-        train=OptimConfig(epochs=tc.epochs, batch_size=tc.batch_size, drop_last=False, lr=tc.lr, seed=tc.seed,
+        train=OptimConfig(epochs=cfg.psvl_training.epochs if method == "psvl" else tc.epochs,
+                          batch_size=tc.batch_size, drop_last=False, lr=tc.lr, seed=tc.seed,
                           localization_loss_weight=tc.localization_loss_weight,
                           num_threads=tc.num_threads,
                           query_noise="lfvmr" if method == "lfvmr" and tc.noise_level > 0 else "none",
-                          query_noise_xi=tc.noise_level if method == "lfvmr" else 0.0, plot=False),
+                          query_noise_xi=tc.noise_level if method == "lfvmr" else 0.0,
+                          word_dropout=cfg.psvl_training.word_dropout if method == "psvl" else 0.0, plot=False),
     )
     if run_dir.exists():  # a fresh run every time: the demo's inputs may have changed
         shutil.rmtree(run_dir)

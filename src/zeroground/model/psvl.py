@@ -57,6 +57,11 @@ class ModelConfig:
     clip_dim: int = 512  # CLIP embedding size (clip encoder)
     clip_query_len: int = 4  # query features made from one CLIP vector (clip encoder)
     text_encoder: str | None = None  # CLIP model name/path used to embed sentences (clip models)
+    # Tokens encoder: initial word embeddings from this CLIP model's text encoder (path or hub
+    # id; zeroground.model.word_vectors), None = random as PSVL. Read only when training starts.
+    word_vectors: str | None = None
+    word_vector_prompt: str = "{}"
+    freeze_word_vectors: bool = False
     impl: Literal["fast", "reference"] = "fast"
     # How a span is read out at inference (``spans`` output): "regression" = the head's
     # (start, end), as PSVL; "attention" = the run of segments around the temporal-attention

@@ -29,10 +29,13 @@ from zeroground.pseudo.psvl import (
     PSVLConfig,
     VERB_SOURCES,
     VerbStats,
-    clip_rank_verbs,
+    action_evidence,
+    choose_clip_verbs,
+    clip_verb_scores,
     clip_tag_frames,
     corpus_nouns,
-    event_nouns,
+    event_noun_scores,
+    sample_nouns,
     load_verb_stats,
     pick_verbs,
     read_detections,
@@ -155,6 +158,13 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
         missing = [v for v in vids if v not in detections]
         if missing:
             raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
+    if pc.noun_sampling not in ("top", "sample"):
+        raise PseudoLabelError(f"unknown psvl.noun_sampling {pc.noun_sampling!r}; choose 'top' or 'sample'")
+    if pc.keep_events < 0:
+        raise PseudoLabelError(f"psvl.keep_events must be >= 0 (0 keeps every proposal), found {pc.keep_events}")
+    if pc.keep_events > 0 and not clip_verbs:
+        raise PseudoLabelError("psvl.keep_events ranks pseudo-events by CLIP action evidence: it needs "
+                               "psvl.verb_source 'clip' (or keep_events: 0)")
     phrase_cache: dict[str, np.ndarray] = {}
 
     def encode_phrases(phrases: list[str]) -> np.ndarray:  # CLIP text embeddings, each phrase encoded once
@@ -163,6 +173,7 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
             phrase_cache.update(zip(missing, np.asarray(clip_model.encode_texts(missing))))
         return np.stack([phrase_cache[p] for p in phrases])
 
+    neutral = np.asarray(clip_model.encode_texts([pc.neutral_prompt]))[0] if pc.keep_events > 0 else None
     moments = []
     for vid in _progress(vids, progress, "psvl pseudo-labels"):
         feats = store[vid]  # [T, D]
@@ -178,21 +189,59 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                     f"D={noun_emb.shape[1]}; CLIP tagging needs CLIP image features of the same model")
             frame_labels = clip_tag_frames(feats, noun_emb, vocab, top_k=pc.tag_top_k,
                                            temperature=pc.tag_temperature)
+        events = []  # (action evidence, span, token lists)
         for s, e in spans:
-            nouns = event_nouns(frame_labels, (s / t, e / t), num_nouns=pc.num_nouns, min_score=pc.min_score)
+            scored = event_noun_scores(frame_labels, (s / t, e / t), min_score=pc.min_score)
+            nouns = [label for label, _ in scored[:pc.num_nouns]]
+            frames = feats[int(s):max(int(e), int(s) + 1)]
+            evidence, cos = 0.0, None
+            if clip_verbs:
+                cos = clip_verb_scores(verb_stats, nouns, frames, encode_phrases, prompt=pc.verb_prompt)
+                if pc.keep_events > 0:
+                    evidence = action_evidence(cos, frames, neutral)
             seen: set[tuple[str, ...]] = set()
+            queries = []
             for _ in range(max(1, pc.queries_per_event)):
-                if clip_verbs:  # deterministic: repeated queries would be duplicates and are skipped
-                    verbs = clip_rank_verbs(verb_stats, nouns, feats[int(s):max(int(e), int(s) + 1)],
-                                            encode_phrases, pc.num_verbs, prompt=pc.verb_prompt)
+                if cos is not None:
+                    verbs = choose_clip_verbs(cos, pc.num_verbs, sampling=pc.verb_sampling,
+                                              temperature=pc.verb_temperature, rng=rng)
                 else:
                     verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
-                tokens = verbs + nouns
-                key = tuple(sorted(verbs)) + tuple(nouns)
+                query_nouns = sample_nouns(scored, pc.num_nouns, rng) if pc.noun_sampling == "sample" else nouns
+                tokens = verbs + query_nouns
+                key = tuple(sorted(verbs)) + tuple(query_nouns)
                 if tokens and key not in seen:  # a repeated draw would only duplicate the item
                     seen.add(key)
-                    moments.append(_moment(vid, durations[vid], (int(s), int(e)), t, tokens))
+                    queries.append(tokens)
+            events.append((evidence, (int(s), int(e)), queries))
+        if pc.keep_events > 0:
+            events = [events[i] for i in select_events([ev[0] for ev in events], [ev[1] for ev in events],
+                                                       pc.keep_events, pc.keep_overlap)]
+        for _, span, queries in events:
+            for tokens in queries:
+                moments.append(_moment(vid, durations[vid], span, t, tokens))
     return moments, None
+
+
+def select_events(evidence: list[float], spans: list[tuple[int, int]], k: int, max_overlap: float = 1.0) -> list[int]:
+    """Indices (in proposal order) of up to ``k`` pseudo-events chosen greedily by
+    ``evidence``, skipping any whose tIoU with one already chosen exceeds ``max_overlap``
+    (``psvl.keep_overlap``): without it the near-copies of the clearest event of a video
+    push out its other events. Ties keep proposal order."""
+    chosen: list[int] = []
+    for i in sorted(range(len(spans)), key=lambda j: -evidence[j]):
+        if len(chosen) == k:
+            break
+        s, e = spans[i]
+        if all(_span_iou((s, e), spans[j]) <= max_overlap for j in chosen):
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def _span_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
 
 
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,

@@ -55,6 +55,8 @@ class PSVLConfig:
     queries_per_event: int = 3         # queries (different verb draws) per pseudo-event
     min_score: float = 0.3             # detections below this score are ignored
     verb_sampling: str = "sample"      # "sample" (draw proportional to score) or "top"
+    # "top" (paper): the best-scoring nouns; "sample": drawn per query in proportion to score
+    noun_sampling: str = "top"
     tag_top_k: int = 3                 # CLIP tagging: labels kept per frame
     tag_prompt: str = "a photo of a {}."  # CLIP tagging prompt; "{}" is the noun
     tag_temperature: float = 100.0     # CLIP's logit scale: softmax(100 * cosine)
@@ -66,12 +68,20 @@ class PSVLConfig:
     exclude_verbs: list[str] = field(default_factory=lambda: ["be", "have", "do"])
     # zeroground extension, not in the paper: where the verbs come from.
     # "corpus" (paper): drawn from noun-verb co-occurrence alone (`verb_sampling`).
-    # "clip": the same corpus candidates (verbs seen with the event's nouns), ranked by CLIP
-    # cosine between the event's mean frame feature and `verb_prompt`; the top `num_verbs`
-    # are kept (deterministic; `verb_sampling` is not used). Needs a CLIP model.
+    # "clip": the same corpus candidates (verbs seen with the event's nouns), scored by CLIP
+    # cosine between the event's mean frame feature and `verb_prompt`; `verb_sampling` "top"
+    # keeps the best `num_verbs`, "sample" draws them with p = softmax(verb_temperature x cosine),
+    # a new draw per query. Needs a CLIP model.
     verb_source: str = "corpus"
     # "{verb}" = the lemma ("pick"), "{verb_s}" = its third-person form ("picks"), "{noun}" = the noun
     verb_prompt: str = "a person {verb_s} the {noun}"
+    verb_temperature: float = 100.0
+    # zeroground extension, not in the paper (needs verb_source "clip"): keep only the
+    # `keep_events` pseudo-events per video with the most action evidence (best verb-phrase
+    # cosine minus the cosine to `neutral_prompt`); 0 keeps every proposal, as the paper does.
+    keep_events: int = 0
+    keep_overlap: float = 1.0  # most tIoU a kept event may have with a better one (1.0: no limit)
+    neutral_prompt: str = "a person"
 
 
 # --------------------------------------------------------------------------- nouns
@@ -136,11 +146,11 @@ def clip_tag_frames(frame_features: np.ndarray, noun_embeddings: np.ndarray, nou
     return [[(nouns[j], float(prob[t, j])) for j in top[t]] for t in range(f.shape[0])]
 
 
-def event_nouns(frame_labels: FrameLabels, span: tuple[float, float], *, num_nouns: int = 5,
-                min_score: float = 0.3) -> list[str]:
-    """Nouns of the event covering normalised ``span``: labels ranked by summed score
-    over its frames (ties by first appearance). At least the frame nearest the
-    event's centre is used, so a very short event still gets nouns."""
+def event_noun_scores(frame_labels: FrameLabels, span: tuple[float, float], *,
+                      min_score: float = 0.3) -> list[tuple[str, float]]:
+    """Labels of the event covering normalised ``span`` with their summed score over its
+    frames, best first (ties by first appearance). At least the frame nearest the event's
+    centre is used, so a very short event still gets nouns."""
     n = len(frame_labels)
     if n == 0:
         return []
@@ -154,8 +164,24 @@ def event_nouns(frame_labels: FrameLabels, span: tuple[float, float], *, num_nou
         for label, sc in frame_labels[f]:
             if sc >= min_score:
                 score[label] += sc
-    ranked = sorted(score.items(), key=lambda kv: -kv[1])  # stable: ties keep first appearance
-    return [label for label, _ in ranked[:num_nouns]]
+    return sorted(score.items(), key=lambda kv: -kv[1])  # stable: ties keep first appearance
+
+
+def event_nouns(frame_labels: FrameLabels, span: tuple[float, float], *, num_nouns: int = 5,
+                min_score: float = 0.3) -> list[str]:
+    """The ``num_nouns`` best nouns of :func:`event_noun_scores`."""
+    return [label for label, _ in event_noun_scores(frame_labels, span, min_score=min_score)[:num_nouns]]
+
+
+def sample_nouns(scored: list[tuple[str, float]], k: int, rng: np.random.Generator) -> list[str]:
+    """``k`` distinct nouns drawn without replacement in proportion to their summed score
+    (``psvl.noun_sampling: sample``), listed best first. Synonyms a tagger rates about
+    equally ("mug" / "cup") then both reach the pseudo queries, as both reach test sentences."""
+    if not scored or k <= 0:
+        return []
+    p = np.array([sc for _, sc in scored], dtype=np.float64)
+    chosen = rng.choice(len(scored), size=min(k, len(scored)), replace=False, p=p / p.sum())
+    return [scored[i][0] for i in sorted(chosen)]
 
 
 # --------------------------------------------------------------------------- verbs
@@ -345,24 +371,22 @@ def event_embedding(frame_features: np.ndarray) -> np.ndarray:
     return m / max(float(np.linalg.norm(m)), 1e-12)
 
 
-def clip_rank_verbs(stats: VerbStats, nouns: Sequence[str], frame_features: np.ndarray,
-                    encode: Any, k: int, *, prompt: str = "a person {verb_s} the {noun}") -> list[str]:
-    """The ``k`` corpus-candidate verbs of ``nouns`` that best match the event's frames.
+def clip_verb_scores(stats: VerbStats, nouns: Sequence[str], frame_features: np.ndarray,
+                     encode: Any, *, prompt: str = "a person {verb_s} the {noun}") -> dict[str, float]:
+    """CLIP evidence for each corpus-candidate verb of ``nouns`` on an event's frames.
 
-    Candidates are exactly PSVL's (verbs with a nonzero :func:`verb_scores`). Each is
-    scored by the highest cosine between :func:`event_embedding` of ``frame_features``
+    Candidates are exactly PSVL's (verbs with a nonzero :func:`verb_scores`), listed in
+    corpus order (higher ``verb_scores`` first, then alphabetical; dicts keep it). Each
+    is scored by the highest cosine between :func:`event_embedding` of ``frame_features``
     ``[T, D]`` and the CLIP text embedding of ``prompt`` filled with the verb and one of
     the event's nouns it co-occurs with in the corpus (all of the nouns when none does).
     ``encode`` maps a list of phrases to ``[N, D]`` text embeddings (``clip.encode_texts``).
-    Ties keep the corpus order (higher ``verb_scores`` first, then alphabetical).
-    With no nouns there is nothing to phrase, so the corpus ranking is returned.
+    With no nouns there is nothing to phrase: every candidate scores 0.
     """
     scores = verb_scores(stats, nouns)
-    if not scores or k <= 0:
-        return []
     verbs = sorted(scores, key=lambda v: (-scores[v], v))
-    if not nouns:
-        return verbs[:k]
+    if not verbs or not nouns:
+        return {v: 0.0 for v in verbs}
     phrases: dict[str, list[str]] = {}
     for v in verbs:
         with_v = [n for n in nouns if v in stats.pairs.get(n, {})] or list(nouns)
@@ -382,5 +406,48 @@ def clip_rank_verbs(stats: VerbStats, nouns: Sequence[str], frame_features: np.n
         n = len(phrases[v])
         best[v] = float(cos[i:i + n].max())
         i += n
-    order = sorted(range(len(verbs)), key=lambda j: (-best[verbs[j]], j))
-    return [verbs[j] for j in order[:k]]
+    return best
+
+
+def choose_clip_verbs(scores: dict[str, float], k: int, *, sampling: str = "top", temperature: float = 100.0,
+                      rng: np.random.Generator | None = None) -> list[str]:
+    """``k`` distinct verbs from :func:`clip_verb_scores`: the best (``"top"``; ties keep corpus
+    order) or drawn without replacement with probability ``softmax(temperature * cosine)``
+    (``"sample"``): several draws per event then cover the synonyms CLIP rates about equally
+    ("picks up" / "grabs" / "lifts"), which a test sentence may use any of."""
+    verbs = list(scores)
+    if not verbs or k <= 0:
+        return []
+    if sampling == "top":
+        order = sorted(range(len(verbs)), key=lambda j: (-scores[verbs[j]], j))
+        return [verbs[j] for j in order[:k]]
+    if sampling != "sample":
+        raise PSVLError(f"unknown verb sampling {sampling!r}; choose 'sample' or 'top'")
+    if rng is None:
+        raise PSVLError("verb sampling 'sample' needs a random generator")
+    logits = temperature * np.array([scores[v] for v in verbs], dtype=np.float64)
+    p = np.exp(logits - logits.max())
+    chosen = rng.choice(len(verbs), size=min(k, len(verbs)), replace=False, p=p / p.sum())
+    return [verbs[i] for i in chosen]
+
+
+def clip_rank_verbs(stats: VerbStats, nouns: Sequence[str], frame_features: np.ndarray,
+                    encode: Any, k: int, *, prompt: str = "a person {verb_s} the {noun}") -> list[str]:
+    """The ``k`` corpus-candidate verbs of ``nouns`` that best match the event's frames
+    (:func:`clip_verb_scores`, best first; ties keep the corpus order). With no nouns there
+    is nothing to phrase, so the corpus ranking is returned."""
+    return choose_clip_verbs(clip_verb_scores(stats, nouns, frame_features, encode, prompt=prompt), k)
+
+
+def action_evidence(verb_cosines: dict[str, float], frame_features: np.ndarray, neutral: np.ndarray) -> float:
+    """How much better the event's frames match its best verb phrase than a neutral
+    description (``neutral``: the CLIP text embedding of e.g. "a person", ``[D]``).
+
+    High where something is being done to an object; low for idle or walking stretches
+    and for spans that straddle two actions, whose pseudo queries would teach the model
+    words for moments no sentence describes."""
+    if not verb_cosines:
+        return float("-inf")
+    n = np.asarray(neutral, dtype=np.float64)
+    n = n / max(float(np.linalg.norm(n)), 1e-12)
+    return max(verb_cosines.values()) - float(event_embedding(frame_features) @ n)

@@ -54,6 +54,11 @@ class OptimConfig:
     # (see zeroground.train.loop.QUERY_NOISE); xi = relative noise level.
     query_noise: str = "none"
     query_noise_xi: float = 0.0
+    # Probability of replacing each word of a token query with <UNK> during training (0 = PSVL).
+    # Test sentences carry words the pseudo queries never had ("woman", "room"); the reference
+    # maps them to <UNK>, whose embedding training never touched. Word dropout trains that
+    # embedding to mean "an unknown word" and keeps the model from leaning on any one token.
+    word_dropout: float = 0.0
     val_every: int = 1  # epochs between validation passes (when val_annotations is set)
     val_batch_size: int = 256
     plot: bool = True

@@ -68,6 +68,30 @@ NoiseHook = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 QUERY_NOISE: dict[str, NoiseHook | None] = {"none": None, "lfvmr": perturb_clip_vectors}
 
 
+def drop_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Word ids ``[B, L]`` with each real word (id > 1; not padding or <UNK>) replaced by
+    <UNK> (1) with probability ``p`` (``train.word_dropout``); a new tensor."""
+    hit = (torch.rand(ids.shape, generator=generator) < p) & (ids > 1)
+    return ids.masked_fill(hit, 1)
+
+
+def _init_word_vectors(model: GroundingModel, vocab: dict[str, int] | None, m, log) -> None:
+    """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
+    from zeroground.features.clip import load_clip
+    from zeroground.model.word_vectors import WordVectorError, init_word_vectors
+
+    if not vocab:
+        raise TrainingDataError("model.word_vectors needs a token vocabulary (query_encoder: tokens)")
+    try:
+        n = init_word_vectors(model.query_encoder.embedding, vocab, load_clip(m.word_vectors).encode_texts,
+                              prompt=m.word_vector_prompt, freeze=m.freeze_word_vectors)
+    except WordVectorError as exc:
+        raise TrainingDataError(f"model.word_vectors {m.word_vectors}: {exc}") from None
+    if log:
+        log(f"word embeddings of {n} words initialised from {m.word_vectors}"
+            + (" (frozen)" if m.freeze_word_vectors else ""))
+
+
 def _read_moments(path: str, fmt: str, durations: str | None) -> list:
     from zeroground.data.annotations import read_annotations
 
@@ -77,6 +101,8 @@ def _read_moments(path: str, fmt: str, durations: str | None) -> list:
 def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict[str, int] | None]:
     """Read and check every input (dims first), fix data-dependent sizes in the config."""
     d, m = cfg.data, cfg.model
+    if not 0.0 <= cfg.train.word_dropout < 1.0:
+        raise TrainingDataError(f"train.word_dropout must be in [0, 1), found {cfg.train.word_dropout}")
     if cfg.train.query_noise not in QUERY_NOISE:
         raise TrainingDataError(f"unknown train.query_noise {cfg.train.query_noise!r}; choose one of {sorted(QUERY_NOISE)}")
     from zeroground.features.store import FeatureStore
@@ -223,7 +249,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
 
     torch.manual_seed(tc.seed)
     model = GroundingModel(cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    if cfg.model.word_vectors and cfg.model.query_encoder == "tokens" and not resume:
+        _init_word_vectors(model, vocab, cfg.model, log)
+    elif cfg.model.word_vectors and cfg.model.freeze_word_vectors:
+        model.query_encoder.embedding.weight.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
+                           weight_decay=tc.weight_decay)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume:
@@ -254,6 +285,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             query = batch.query
             if noise is not None and query.vectors is not None:
                 query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_xi, noise_gen))
+            if tc.word_dropout > 0 and query.ids is not None:
+                query = QueryBatch(ids=drop_words(query.ids, tc.word_dropout, noise_gen))
             outputs = model(batch.video_feats, batch.video_mask, query)
             losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance, tc.localization_loss_weight)
             opt.zero_grad(set_to_none=True)
