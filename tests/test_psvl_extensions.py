@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from zeroground.model.word_vectors import WordVectorError, init_word_vectors, word_vector_matrix
-from zeroground.pseudo.label import PseudoLabelError, pseudo_label, select_events
+from zeroground.pseudo.label import PseudoLabelError, pseudo_label, select_events, standardise_by_verb
 from zeroground.pseudo.psvl import (
     PSVLConfig,
     VerbStats,
@@ -122,6 +122,8 @@ def test_keep_events_keeps_the_action_and_drops_the_idle_stretch(tmp_path: Path)
         pseudo_label("psvl", feats, tmp_path / "x.json", **{**knobs, "verb_source": "corpus"}, keep_events=2)
     with pytest.raises(PseudoLabelError, match="noun_sampling"):
         pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, noun_sampling="best")
+    with pytest.raises(PseudoLabelError, match="evidence_norm"):
+        pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, keep_events=2, evidence_norm="z")
 
 
 def test_word_dropout_replaces_only_real_words_at_the_given_rate() -> None:
@@ -152,3 +154,12 @@ def test_word_vectors_are_the_scaled_text_embeddings_and_can_be_frozen() -> None
     assert not emb.weight.requires_grad
     with pytest.raises(WordVectorError, match="embed_dim to 3"):
         init_word_vectors(torch.nn.Embedding(6, 4), vocab, encode)
+
+
+def test_evidence_standardised_within_each_best_verb() -> None:
+    events = [[1.0, (0, 1), [], "pick"], [3.0, (1, 2), [], "pick"], [0.1, (2, 3), [], "put"],
+              [0.3, (3, 4), [], "put"], [5.0, (4, 5), [], "open"]]
+    standardise_by_verb(events)
+    # pick: mean 2, std 1; put: mean 0.2, std 0.1; a verb seen once scores 0
+    assert [ev[0] for ev in events] == pytest.approx([-1.0, 1.0, -1.0, 1.0, 0.0])
+    assert PSVLConfig().evidence_norm == "none"

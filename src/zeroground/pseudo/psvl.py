@@ -81,6 +81,8 @@ class PSVLConfig:
     # cosine minus the cosine to `neutral_prompt`); 0 keeps every proposal, as the paper does.
     keep_events: int = 0
     keep_overlap: float = 1.0  # most tIoU a kept event may have with a better one (1.0: no limit)
+    # "none": rank by raw evidence; "verb": by its z-score among events with the same best verb
+    evidence_norm: str = "none"
     neutral_prompt: str = "a person"
 
 
