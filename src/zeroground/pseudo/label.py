@@ -192,7 +192,7 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                     f"D={noun_emb.shape[1]}; CLIP tagging needs CLIP image features of the same model")
             frame_labels = clip_tag_frames(feats, noun_emb, vocab, top_k=pc.tag_top_k,
                                            temperature=pc.tag_temperature)
-        events = []  # (action evidence, span, token lists)
+        events = []  # [action evidence, span, token lists, best verb]
         for s, e in spans:
             scored = event_noun_scores(frame_labels, (s / t, e / t), min_score=pc.min_score)
             nouns = [label for label, _ in scored[:pc.num_nouns]]
@@ -249,23 +249,14 @@ def standardise_by_verb(events: list[list]) -> None:
 
 def select_events(evidence: list[float], spans: list[tuple[int, int]], k: int, max_overlap: float = 1.0) -> list[int]:
     """Indices (in proposal order) of up to ``k`` pseudo-events chosen greedily by
-    ``evidence``, skipping any whose tIoU with one already chosen exceeds ``max_overlap``
-    (``psvl.keep_overlap``): without it the near-copies of the clearest event of a video
-    push out its other events. Ties keep proposal order."""
-    chosen: list[int] = []
-    for i in sorted(range(len(spans)), key=lambda j: -evidence[j]):
-        if len(chosen) == k:
-            break
-        s, e = spans[i]
-        if all(_span_iou((s, e), spans[j]) <= max_overlap for j in chosen):
-            chosen.append(i)
-    return sorted(chosen)
+    ``evidence`` -- temporal NMS at tIoU ``max_overlap`` (``psvl.keep_overlap``; 1.0
+    suppresses nothing), which keeps the near-copies of a video's clearest event from
+    pushing out its other events. Ties keep proposal order."""
+    from zeroground.eval.metrics import temporal_nms
 
-
-def _span_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
+    if not spans:
+        return []
+    return sorted(temporal_nms(spans, evidence, threshold=max_overlap, top_k=k).tolist())
 
 
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,

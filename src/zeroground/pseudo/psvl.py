@@ -148,6 +148,13 @@ def clip_tag_frames(frame_features: np.ndarray, noun_embeddings: np.ndarray, nou
     return [[(nouns[j], float(prob[t, j])) for j in top[t]] for t in range(f.shape[0])]
 
 
+def draw_distinct(weights: Sequence[float] | np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(k, n)`` distinct indices drawn without replacement with probability
+    proportional to ``weights`` (the one sampling rule of verbs and nouns)."""
+    p = np.asarray(weights, dtype=np.float64)
+    return rng.choice(len(p), size=min(k, len(p)), replace=False, p=p / p.sum())
+
+
 def event_noun_scores(frame_labels: FrameLabels, span: tuple[float, float], *,
                       min_score: float = 0.3) -> list[tuple[str, float]]:
     """Labels of the event covering normalised ``span`` with their summed score over its
@@ -181,9 +188,7 @@ def sample_nouns(scored: list[tuple[str, float]], k: int, rng: np.random.Generat
     equally ("mug" / "cup") then both reach the pseudo queries, as both reach test sentences."""
     if not scored or k <= 0:
         return []
-    p = np.array([sc for _, sc in scored], dtype=np.float64)
-    chosen = rng.choice(len(scored), size=min(k, len(scored)), replace=False, p=p / p.sum())
-    return [scored[i][0] for i in sorted(chosen)]
+    return [scored[i][0] for i in sorted(draw_distinct([sc for _, sc in scored], k, rng))]
 
 
 # --------------------------------------------------------------------------- verbs
@@ -333,10 +338,7 @@ def pick_verbs(stats: VerbStats, nouns: Sequence[str], k: int, *, sampling: str 
         raise PSVLError(f"unknown verb sampling {sampling!r}; choose 'sample' or 'top'")
     if rng is None:
         raise PSVLError("verb sampling 'sample' needs a random generator")
-    p = np.array([scores[v] for v in verbs], dtype=np.float64)
-    k = min(k, len(verbs))
-    chosen = rng.choice(len(verbs), size=k, replace=False, p=p / p.sum())
-    return [verbs[i] for i in chosen]
+    return [verbs[i] for i in draw_distinct([scores[v] for v in verbs], k, rng)]
 
 
 # --------------------------------------------------------------------------- verbs from CLIP (extension)
@@ -428,9 +430,7 @@ def choose_clip_verbs(scores: dict[str, float], k: int, *, sampling: str = "top"
     if rng is None:
         raise PSVLError("verb sampling 'sample' needs a random generator")
     logits = temperature * np.array([scores[v] for v in verbs], dtype=np.float64)
-    p = np.exp(logits - logits.max())
-    chosen = rng.choice(len(verbs), size=min(k, len(verbs)), replace=False, p=p / p.sum())
-    return [verbs[i] for i in chosen]
+    return [verbs[i] for i in draw_distinct(np.exp(logits - logits.max()), k, rng)]
 
 
 def clip_rank_verbs(stats: VerbStats, nouns: Sequence[str], frame_features: np.ndarray,
