@@ -231,3 +231,24 @@ def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path)
               tmp_path / "bad", progress=False, log=None)
     with pytest.raises(TrainingDataError, match="word_dropout"):
         train(tiny_config(feats, ann, **{"train.word_dropout": 1.0}), tmp_path / "bad2", progress=False, log=None)
+
+
+def test_model_dir_records_the_features_encoder_and_fps_for_ground(world, tmp_path: Path) -> None:
+    from zeroground.features.store import write_features_h5
+    from zeroground.ground import Grounder
+    from zeroground.model.model_dir import read_model_config
+
+    feats, ann = world
+    arrays = {p.stem: np.load(p) for p in sorted(feats.glob("*.npy"))}
+    h5 = write_features_h5(tmp_path / "f.h5", arrays, attrs={"fps": 4.0, "encoder": "my/clip-dir"})
+    model_dir = train(tiny_config(h5, ann, **{"train.epochs": 1, "train.plot": False}), tmp_path / "run",
+                      progress=False, log=None)
+    _, meta = read_model_config(model_dir)
+    assert meta["video_encoder"] == "my/clip-dir" and meta["feature_fps"] == 4.0
+    g = Grounder(model_dir, cache_dir=tmp_path / "cache")  # a token model: nothing else names a CLIP
+    assert (g.encoder_name, g.fps) == ("my/clip-dir", 4.0)
+    assert Grounder(model_dir, "other", fps=1.0, cache_dir=tmp_path / "cache").fps == 1.0  # the caller wins
+    # an npy folder without attrs records neither
+    plain = train(tiny_config(feats, ann, **{"train.epochs": 1, "train.plot": False}), tmp_path / "run2",
+                  progress=False, log=None)
+    assert "video_encoder" not in read_model_config(plain)[1]

@@ -118,7 +118,7 @@ def ground(
     model: str = typer.Option("training-free", "--model", "-m", help="A zeroground model directory, or 'training-free'."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help=_ENCODER_HELP + " Default: the one recorded in the model directory."),
     top_k: int = typer.Option(5, "--top-k", help="Spans to print. A trained model gives rank 1; ranks 2.. come from the training-free scorer."),
-    fps: float = typer.Option(1.0, "--fps", help="Frames per second to encode the video at."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to encode the video at (default: the rate of the model's training features when it records one, else 1)."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default $ZEROGROUND_CACHE or ~/.cache/zeroground/features)."),
 ) -> None:

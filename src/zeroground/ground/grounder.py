@@ -86,13 +86,12 @@ class Grounder:
         model: str | Path = TRAINING_FREE,
         encoder: str | None = None,
         *,
-        fps: float = 1.0,
+        fps: float | None = None,
         device: str = "cpu",
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
         nms_threshold: float = NMS_THRESHOLD,
     ) -> None:
-        self.fps = float(fps)
         self.device = device
         self.batch_size = batch_size
         self.nms_threshold = nms_threshold
@@ -103,6 +102,9 @@ class Grounder:
 
             self._trained = TrainedModel.load(model, device=device)
             encoder = encoder or self._trained.encoder
+            fps = fps or (self._trained.metadata or {}).get("feature_fps")
+        # None: the rate the model's training features were extracted at, else 1 frame/s
+        self.fps = float(fps or 1.0)
         if not encoder:
             raise GroundError(
                 "no CLIP encoder: pass --encoder (a folder saved with save_pretrained, or a cached hub id)"
@@ -208,7 +210,7 @@ def ground(
     *,
     encoder: str | None = None,
     top_k: int = 5,
-    fps: float = 1.0,
+    fps: float | None = None,
     device: str = "cpu",
     cache_dir: str | Path | None = None,
 ) -> list[GroundedSpan]:

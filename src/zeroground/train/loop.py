@@ -310,7 +310,24 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             plot_history(history, out / PLOT_FILE)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
     model.eval()
-    return save_model_dir(out / "model", model, cfg.model, vocab, metadata={
+    metadata = {
         "source": "zeroground-train", "epochs": tc.epochs, "seed": tc.seed,
         "train_annotations": cfg.data.train_annotations, "features": cfg.data.features,
-    })
+    }
+    metadata.update(_feature_provenance(cfg.data.features))
+    return save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata)
+
+
+def _feature_provenance(features: str) -> dict[str, Any]:
+    """The encoder and fps a feature store records (``zeroground extract`` writes both), as
+    ``video_encoder`` / ``feature_fps`` model metadata: ``zeroground ground`` then encodes new
+    videos with the right encoder without being told (token models record no CLIP otherwise)."""
+    from zeroground.features.store import FeatureStore
+
+    attrs = FeatureStore.open(features).attrs
+    out: dict[str, Any] = {}
+    if attrs.get("encoder"):
+        out["video_encoder"] = str(attrs["encoder"])
+    if attrs.get("fps") is not None:
+        out["feature_fps"] = float(attrs["fps"])
+    return out
