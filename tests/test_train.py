@@ -229,6 +229,10 @@ def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path)
     with pytest.raises(TrainingDataError, match="embed_dim to 16"):
         train(tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.embed_dim": 8}),
               tmp_path / "bad", progress=False, log=None)
+    with pytest.raises(TrainingDataError, match="only a token-query model"):
+        train(tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.query_encoder": "clip",
+                                         "model.freeze_word_vectors": True}),
+              tmp_path / "bad3", progress=False, log=None)
     with pytest.raises(TrainingDataError, match="word_dropout"):
         train(tiny_config(feats, ann, **{"train.word_dropout": 1.0}), tmp_path / "bad2", progress=False, log=None)
 

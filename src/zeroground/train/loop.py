@@ -75,13 +75,11 @@ def drop_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = 
     return ids.masked_fill(hit, 1)
 
 
-def _init_word_vectors(model: GroundingModel, vocab: dict[str, int] | None, m, log) -> None:
+def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], m, log) -> None:
     """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
     from zeroground.features.clip import load_clip
     from zeroground.model.word_vectors import WordVectorError, init_word_vectors
 
-    if not vocab:
-        raise TrainingDataError("model.word_vectors needs a token vocabulary (query_encoder: tokens)")
     try:
         n = init_word_vectors(model.query_encoder.embedding, vocab, load_clip(m.word_vectors).encode_texts,
                               prompt=m.word_vector_prompt, freeze=m.freeze_word_vectors)
@@ -101,6 +99,9 @@ def _read_moments(path: str, fmt: str, durations: str | None) -> list:
 def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict[str, int] | None]:
     """Read and check every input (dims first), fix data-dependent sizes in the config."""
     d, m = cfg.data, cfg.model
+    if cfg.model.word_vectors and cfg.model.query_encoder != "tokens":
+        raise TrainingDataError(f"model.word_vectors initialises word embeddings, which only a token-query model has; "
+                                f"this model has query_encoder {cfg.model.query_encoder!r}: set model.word_vectors to null")
     if not 0.0 <= cfg.train.word_dropout < 1.0:
         raise TrainingDataError(f"train.word_dropout must be in [0, 1), found {cfg.train.word_dropout}")
     if cfg.train.query_noise not in QUERY_NOISE:
@@ -249,10 +250,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
 
     torch.manual_seed(tc.seed)
     model = GroundingModel(cfg.model)
-    if cfg.model.word_vectors and cfg.model.query_encoder == "tokens" and not resume:
-        _init_word_vectors(model, vocab, cfg.model, log)
-    elif cfg.model.word_vectors and cfg.model.freeze_word_vectors:
-        model.query_encoder.embedding.weight.requires_grad_(False)
+    if cfg.model.word_vectors:
+        if not resume:  # a resumed run's embedding comes from its checkpoint
+            _init_word_vectors(model, vocab, cfg.model, log)
+        elif cfg.model.freeze_word_vectors:  # same trainable parameters as the first run
+            model.query_encoder.embedding.weight.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
                            weight_decay=tc.weight_decay)
     history: list[dict[str, Any]] = []
