@@ -1,4 +1,4 @@
-"""CLI for the grounding model: import-psvl, train, evaluate.
+"""CLI for the grounding model: import-psvl, train, evaluate, ensemble.
 
 Thin shells over ``zeroground.model.import_psvl``, ``zeroground.train.loop.train`` and
 ``zeroground.train.evaluate.evaluate``. Expected bad input prints one line and exits 2.
@@ -112,3 +112,17 @@ def evaluate_cmd(
         for k, v in metrics.items():
             typer.echo(f"{k}\t{100 * v:.2f}")
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
+
+
+@app.command("ensemble")
+def ensemble_cmd(
+    members: List[Path] = typer.Argument(..., help=(
+        "Model directories of one recipe trained with different seeds (same config and vocabulary).")),
+    out: Path = typer.Option(..., "--out", "-o", help="Ensemble model directory to write (replaced if it exists)."),
+) -> None:
+    """Combine trained models into one model directory whose outputs are their means."""
+    with _user_errors():
+        from zeroground.model.ensemble import save_ensemble_dir
+
+        path = save_ensemble_dir(out, members)
+    typer.echo(f"wrote ensemble of {len(members)} models to {path}")

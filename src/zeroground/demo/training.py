@@ -13,6 +13,7 @@ Query sides:
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -60,7 +61,11 @@ def supervised_query_vectors(train_file: Path, clip, out: Path) -> Path:
 
 def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Path, model_dir: Path, cfg,
                      clip_path: Path, *, clip=None, progress: bool = True) -> Path:
-    """Train the ``method`` model with ``zeroground.train.train``; copy it to ``model_dir``."""
+    """Train the ``method`` model with ``zeroground.train.train``; copy it to ``model_dir``.
+
+    With ``psvl_training.ensemble`` = N > 1 the PSVL model is N runs of the same recipe with
+    seeds ``train.seed``, ``train.seed + 1``, ... (``run_dir/member_<k>``), saved as one
+    ensemble model directory (``zeroground.model.ensemble``)."""
     from zeroground.features.store import FeatureStore
     from zeroground.pseudo.label import vectors_path_for
     from zeroground.train.config import DataConfig, OptimConfig, TrainConfig
@@ -84,15 +89,29 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
                           num_threads=tc.num_threads,
                           query_noise="lfvmr" if method == "lfvmr" and tc.noise_level > 0 else "none",
                           query_noise_xi=tc.noise_level if method == "lfvmr" else 0.0,
-                          word_dropout=cfg.psvl_training.word_dropout if method == "psvl" else 0.0, plot=False),
+                          word_dropout=cfg.psvl_training.word_dropout if method == "psvl" else 0.0,
+                          word_insertion=cfg.psvl_training.word_insertion if method == "psvl" else 0.0,
+                          average_last_epochs=cfg.psvl_training.average_last_epochs if method == "psvl" else 0,
+                          plot=False),
     )
     if run_dir.exists():  # a fresh run every time: the demo's inputs may have changed
         shutil.rmtree(run_dir)
-    trained = train(tcfg, run_dir, progress=progress, log=None)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    shutil.copytree(trained, model_dir)
-    return model_dir
+    members = cfg.psvl_training.ensemble if method == "psvl" else 1
+    if members < 1:
+        raise ValueError(f"psvl_training.ensemble must be >= 1, found {members}")
+    if members == 1:
+        trained = train(tcfg, run_dir, progress=progress, log=None)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(trained, model_dir)
+        return model_dir
+    from zeroground.model.ensemble import save_ensemble_dir
+
+    trained_members = []
+    for k in range(members):
+        member_cfg = dataclasses.replace(tcfg, train=dataclasses.replace(tcfg.train, seed=tc.seed + k))
+        trained_members.append(train(member_cfg, run_dir / f"member_{k}", progress=progress, log=None))
+    return save_ensemble_dir(model_dir, trained_members)
 
 
 def predict_demo_model(model_dir: Path, features: Path, test_annotations: Path, out: Path) -> list:

@@ -4,6 +4,10 @@
     MODEL_DIR/config.yaml           {model: resolved ModelConfig, metadata: {...}}
     MODEL_DIR/vocab.json            token → index (token-query models only)
 
+An ensemble (``zeroground.model.ensemble``) keeps its members' weights in
+``MODEL_DIR/member_<k>/`` and lists them in ``config.yaml``; ``load_model_dir`` loads
+either kind.
+
 ``import_psvl`` converts a released PSVL checkpoint (a ``torch.save``d state dict)
 into this format, building the vocabulary from the training annotation file as the
 reference does — the checkpoint itself does not carry it.
@@ -72,15 +76,20 @@ def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[Grou
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    cfg, _meta = read_model_config(directory)
+    cfg, meta = read_model_config(directory)
     if impl is not None:
         cfg.impl = impl  # type: ignore[assignment]
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
-    model = GroundingModel(cfg)
-    load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
-    model.eval()
+    if meta.get("ensemble_members"):  # zeroground.model.ensemble: same interface, members averaged
+        from zeroground.model.ensemble import load_ensemble
+
+        model = load_ensemble(directory, cfg, meta["ensemble_members"])
+    else:
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
+        model = GroundingModel(cfg)
+        load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
+        model.eval()
     vocab = None
     if (directory / VOCAB_FILE).is_file():
         vocab = json.loads((directory / VOCAB_FILE).read_text())

@@ -59,6 +59,14 @@ class OptimConfig:
     # maps them to <UNK>, whose embedding training never touched. Word dropout trains that
     # embedding to mean "an unknown word" and keeps the model from leaning on any one token.
     word_dropout: float = 0.0
+    # Probability of each of two <UNK> words being inserted into a token query while training
+    # (0 = PSVL). Test sentences are longer than pseudo queries ("put person ball room" against
+    # "put ball"): inserted unknown words teach the query encoder that extra, unknown words
+    # around the verb and the object do not change the moment.
+    word_insertion: float = 0.0
+    # Save the average of the weights at the end of each of the last k epochs instead of the
+    # final ones (stochastic weight averaging, Izmailov et al. 2018); 0 = the final weights (PSVL).
+    average_last_epochs: int = 0
     val_every: int = 1  # epochs between validation passes (when val_annotations is set)
     val_batch_size: int = 256
     plot: bool = True

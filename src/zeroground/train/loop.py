@@ -75,6 +75,25 @@ def drop_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = 
     return ids.masked_fill(hit, 1)
 
 
+def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                         max_inserts: int = 2) -> torch.Tensor:
+    """Word ids ``[B, L]`` (0-padded on the right) where each row gets up to ``max_inserts``
+    <UNK> (1) words, each with probability ``p``, at uniformly drawn positions among its
+    words (``train.word_insertion``); rows already ``L`` long stay as they are. A new tensor."""
+    out = ids.clone()
+    length = ids.shape[1]
+    draws = torch.rand((ids.shape[0], max_inserts, 2), generator=generator)
+    for b in range(ids.shape[0]):
+        row = [int(t) for t in out[b] if int(t) != 0]
+        for j in range(max_inserts):
+            if draws[b, j, 0] < p and len(row) < length:
+                at = min(int(draws[b, j, 1] * (len(row) + 1)), len(row))
+                row.insert(at, 1)
+        out[b] = 0
+        out[b, :len(row)] = torch.tensor(row, dtype=ids.dtype)
+    return out
+
+
 def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], m, log) -> None:
     """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
     from zeroground.features.clip import load_clip
@@ -206,13 +225,36 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
 
 def _save_checkpoint(out: Path, model: GroundingModel, opt: torch.optim.Optimizer, epoch: int,
-                     history: list[dict[str, Any]], vocab: dict[str, int] | None) -> None:
+                     history: list[dict[str, Any]], vocab: dict[str, int] | None,
+                     average: dict[str, Any] | None = None) -> None:
     state = {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
         "torch_rng": torch.get_rng_state(), "history": history, "vocab": vocab,
     }
+    if average is not None:
+        state["weight_average"] = average
     with atomic_path(out / CHECKPOINT_FILE) as tmp:
         torch.save(state, tmp)
+
+
+def accumulate_weights(average: dict[str, Any] | None, model: GroundingModel) -> dict[str, Any]:
+    """Add the model's current weights (parameters and float buffers) to a running sum."""
+    current = {k: v.detach().clone().double() if v.is_floating_point() else v.detach().clone()
+               for k, v in model.state_dict().items()}
+    if average is None:
+        return {"count": 1, "sum": current}
+    for k, v in current.items():
+        if v.is_floating_point():
+            average["sum"][k] += v
+        else:  # integer buffers (BatchNorm's num_batches_tracked): keep the latest
+            average["sum"][k] = v
+    average["count"] += 1
+    return average
+
+
+def averaged_weights(average: dict[str, Any]) -> dict[str, torch.Tensor]:
+    n = average["count"]
+    return {k: (v / n).float() if v.is_floating_point() else v for k, v in average["sum"].items()}
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after_steps: int | None = None,
@@ -259,12 +301,14 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
                            weight_decay=tc.weight_decay)
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    average: dict[str, Any] | None = None  # {"count": k, "sum": state dict}: train.average_last_epochs
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
+        average = state.get("weight_average")
         if log:
             log(f"resuming {out} after epoch {start_epoch}/{tc.epochs}")
     noise = QUERY_NOISE[tc.query_noise]
@@ -289,6 +333,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
                 query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_xi, noise_gen))
             if tc.word_dropout > 0 and query.ids is not None:
                 query = QueryBatch(ids=drop_words(query.ids, tc.word_dropout, noise_gen))
+            if tc.word_insertion > 0 and query.ids is not None:
+                query = QueryBatch(ids=insert_unknown_words(query.ids, tc.word_insertion, noise_gen))
             outputs = model(batch.video_feats, batch.video_mask, query)
             losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance, tc.localization_loss_weight)
             opt.zero_grad(set_to_none=True)
@@ -306,11 +352,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
         if val_data is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
             row.update(validate(model, val_data, cfg))
         history.append(row)
-        _save_checkpoint(out, model, opt, epoch + 1, history, vocab)
+        if tc.average_last_epochs > 0 and epoch + 1 > tc.epochs - tc.average_last_epochs:
+            average = accumulate_weights(average, model)
+        _save_checkpoint(out, model, opt, epoch + 1, history, vocab, average)
         _write_metrics(out, history)
         if tc.plot:
             plot_history(history, out / PLOT_FILE)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
+    if average is not None:
+        model.load_state_dict(averaged_weights(average))
     model.eval()
     metadata = {
         "source": "zeroground-train", "epochs": tc.epochs, "seed": tc.seed,

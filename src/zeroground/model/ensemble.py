@@ -1,0 +1,142 @@
+"""Seed ensembles: several grounding models of one config, read out as one.
+
+Why: trained on noisy pseudo-labels, the same recipe run with different seeds lands
+on models that disagree on the harder queries (on the demo's development world, single
+PSVL models spread by +-3 R1@0.5 between seeds). Averaging their temporal attention
+(and regression outputs) and reading the span out of the average is the classic
+remedy; it needs no labels and keeps the model interface, so ``predict_spans``,
+``zeroground evaluate`` and ``zeroground ground`` use an ensemble like one model.
+
+On disk an ensemble is a model directory whose ``config.yaml`` lists its members
+(``metadata.ensemble_members``: sub-directories, each an ordinary model directory);
+the shared ``vocab.json`` sits at the top. :func:`save_ensemble_dir` builds one from
+trained model directories, refusing members that do not share config and vocabulary.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, attention_spans
+
+MEMBERS_KEY = "ensemble_members"
+# Config fields that may differ between members: read-out settings and training-time-only inputs.
+_FREE_FIELDS = {"span_readout", "attention_ratio", "word_vectors", "word_vector_prompt", "freeze_word_vectors", "impl"}
+
+
+class EnsembleModel(nn.Module):
+    """Members sharing one :class:`ModelConfig`; outputs are the members' means.
+
+    ``encode_video`` concatenates the members' encodings along the feature axis, so a
+    video is encoded once and ``ground`` splits it back -- the same two-step use as
+    :class:`GroundingModel`."""
+
+    def __init__(self, members: Sequence[GroundingModel]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.cfg: ModelConfig = members[0].cfg
+        for m in members:
+            m.cfg = self.cfg  # one read-out setting for all (predict_with_readout changes it)
+
+    def forward(self, video_feats: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
+        video_mask = video_mask.reshape(video_mask.shape[0], -1).bool()
+        return self.ground(self.encode_video(video_feats, video_mask), video_mask, query)
+
+    def encode_video(self, video_feats: Tensor, video_mask: Tensor) -> Tensor:
+        """[B, S, Dv] → [B, S, M·D] (member encodings side by side)."""
+        return torch.cat([m.encode_video(video_feats, video_mask) for m in self.members], dim=2)
+
+    def ground(self, v: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
+        parts = torch.chunk(v, len(self.members), dim=2)
+        outs = [m.ground(p, video_mask, query) for m, p in zip(self.members, parts)]
+        timestamps = torch.stack([o["timestamps"] for o in outs]).mean(0)  # [B, 2]
+        weights = torch.stack([o["attention_weights"] for o in outs]).mean(0)  # [B, S]
+        mask = video_mask.reshape(video_mask.shape[0], -1).bool()
+        spans = attention_spans(weights, mask, self.cfg.attention_ratio) if self.cfg.span_readout == "attention" \
+            else timestamps
+        return {"timestamps": timestamps, "attention_weights": weights, "spans": spans}
+
+
+def _comparable(cfg: ModelConfig) -> dict[str, Any]:
+    from zeroground.config import to_dict
+
+    return {k: v for k, v in to_dict(cfg).items() if k not in _FREE_FIELDS}
+
+
+def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
+                      metadata: dict[str, Any] | None = None) -> Path:
+    """Copy the model directories ``members`` into ``directory/member_<k>`` and write the
+    ensemble's config (the first member's, with ``metadata.ensemble_members``) and vocabulary.
+
+    Raises ``ModelDirError`` when a member is not a model directory, is itself an
+    ensemble, or differs from the first in model config (read-out settings aside) or
+    vocabulary -- averaging such models would mix outputs that do not mean the same."""
+    import json
+
+    import yaml
+
+    from zeroground.config import to_dict
+    from zeroground.io import atomic_write_json, atomic_write_text
+    from zeroground.model.model_dir import CONFIG_FILE, VOCAB_FILE, ModelDirError, read_model_config
+
+    members = [Path(m) for m in members]
+    if not members:
+        raise ModelDirError("an ensemble needs at least one member model directory")
+    cfgs, metas, vocabs = [], [], []
+    for m in members:
+        cfg, meta = read_model_config(m)
+        if meta.get(MEMBERS_KEY):
+            raise ModelDirError(f"{m} is itself an ensemble; give its member directories instead")
+        cfgs.append(cfg)
+        metas.append(meta)
+        vocabs.append(json.loads((m / VOCAB_FILE).read_text()) if (m / VOCAB_FILE).is_file() else None)
+    for m, cfg, vocab in zip(members[1:], cfgs[1:], vocabs[1:]):
+        a, b = _comparable(cfgs[0]), _comparable(cfg)
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        if diff:
+            raise ModelDirError(f"{m} cannot join an ensemble with {members[0]}: model config differs in {diff}")
+        if vocab != vocabs[0]:
+            raise ModelDirError(f"{m} cannot join an ensemble with {members[0]}: different vocabularies "
+                                "(train every member on the same annotation file)")
+    directory = Path(directory)
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    names = []
+    for k, m in enumerate(members):
+        name = f"member_{k}"
+        shutil.copytree(m, directory / name)
+        names.append(name)
+    meta = {key: value for key, value in metas[0].items() if key not in ("seed",)}
+    meta.update(metadata or {})
+    meta[MEMBERS_KEY] = names
+    meta["member_seeds"] = [mt.get("seed") for mt in metas]
+    atomic_write_text(directory / CONFIG_FILE,
+                      yaml.safe_dump({"model": to_dict(cfgs[0]), "metadata": meta}, sort_keys=False))
+    if vocabs[0] is not None:
+        atomic_write_json(directory / VOCAB_FILE, vocabs[0], indent=1)
+    return directory
+
+
+def load_ensemble(directory: Path, cfg: ModelConfig, member_names: Sequence[str]) -> EnsembleModel:
+    """The members listed in an ensemble directory's config, built with the ensemble's ``cfg``."""
+    from safetensors.torch import load_file
+
+    from zeroground.model.model_dir import WEIGHTS_FILE, ModelDirError, load_state_dict_checked
+
+    members = []
+    for name in member_names:
+        weights = directory / str(name) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelDirError(f"{directory}: ensemble member {name!r} has no {WEIGHTS_FILE}")
+        model = GroundingModel(cfg)
+        load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
+        members.append(model)
+    return EnsembleModel(members).eval()
