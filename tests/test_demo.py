@@ -36,6 +36,9 @@ TINY = {
     "world.max_idle_s": 1.0,
     "train.epochs": 1,
     "train.batch_size": 8,
+    "train.ensemble": 2,
+    "psvl_training.epochs": 2,
+    "psvl_training.average_last_epochs": 1,
     "model.num_segments": 16,
 }
 
@@ -91,6 +94,11 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
         assert cfg.span_readout == DemoConfig().model.span_readout  # saved with the model
         assert (vocab is not None) == (method == "psvl")
+        # the pseudo-supervised models are seed ensembles (train.ensemble), the upper bound one model
+        members = [m.cfg.span_readout for m in getattr(model, "members", [])]
+        assert len(members) == (2 if method in ("psvl", "lfvmr") else 0)
+        if members:
+            assert sorted(p.name for p in (out / "runs" / method).glob("member_*")) == ["member_0", "member_1"]
     # pseudo-labels come from the unlabelled train videos only
     pseudo = json.loads((out / "pseudo" / "lfvmr.json").read_text())
     assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}

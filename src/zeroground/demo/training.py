@@ -63,9 +63,9 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
                      clip_path: Path, *, clip=None, progress: bool = True) -> Path:
     """Train the ``method`` model with ``zeroground.train.train``; copy it to ``model_dir``.
 
-    With ``psvl_training.ensemble`` = N > 1 the PSVL model is N runs of the same recipe with
-    seeds ``train.seed``, ``train.seed + 1``, ... (``run_dir/member_<k>``), saved as one
-    ensemble model directory (``zeroground.model.ensemble``)."""
+    For a method in ``train.ensemble_methods`` with ``train.ensemble`` = N > 1 the model is
+    N runs of the same recipe with seeds ``train.seed``, ``train.seed + 1``, ...
+    (``run_dir/member_<k>``), saved as one ensemble model directory (``zeroground.model.ensemble``)."""
     from zeroground.features.store import FeatureStore
     from zeroground.pseudo.label import vectors_path_for
     from zeroground.train.config import DataConfig, OptimConfig, TrainConfig
@@ -96,9 +96,9 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
     )
     if run_dir.exists():  # a fresh run every time: the demo's inputs may have changed
         shutil.rmtree(run_dir)
-    members = cfg.psvl_training.ensemble if method == "psvl" else 1
+    members = tc.ensemble if method in tc.ensemble_methods else 1
     if members < 1:
-        raise ValueError(f"psvl_training.ensemble must be >= 1, found {members}")
+        raise ValueError(f"train.ensemble must be >= 1, found {members}")
     if members == 1:
         trained = train(tcfg, run_dir, progress=progress, log=None)
         if model_dir.exists():
