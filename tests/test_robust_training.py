@@ -194,3 +194,17 @@ def test_cli_ensemble(two_models, tmp_path) -> None:
     assert isinstance(model, EnsembleModel)
     res = runner.invoke(app, ["ensemble", str(tmp_path / "missing"), "--out", str(tmp_path / "e2")])
     assert res.exit_code == 2 and "not a model directory" in res.output
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.word_insertion", 1.5, r"train.word_insertion must be in \[0, 1\], found 1.5"),
+    ("train.average_last_epochs", 7, r"between 0 and train.epochs \(2\), found 7"),
+    ("train.average_last_epochs", -1, r"found -1"),
+])
+def test_bad_robustness_options_are_clear_errors(world, tmp_path: Path, key, value, message) -> None:
+    from zeroground.train.data import TrainingDataError
+
+    feats, ann = world
+    with pytest.raises(TrainingDataError, match=message):
+        train(tiny_config(feats, ann, **{"train.epochs": 2, key: value}), tmp_path / "run", progress=False, log=None)
+    assert not (tmp_path / "run").exists()

@@ -7,9 +7,10 @@ killed at any point and resumed from its last checkpoint therefore replays the
 interrupted epoch exactly and ends with the same weights as an uninterrupted run.
 
 RUN_DIR holds: config.yaml (resolved), checkpoint.pt (model, optimizer, RNG, epoch,
-history), metrics.csv, training.png, and at the end model/ (a model directory).
-There is no model selection: the final epoch's weights are the result. An optional
-validation set is evaluated for the log only.
+history, and the running weight sum of ``train.average_last_epochs``), metrics.csv,
+training.png, and at the end model/ (a model directory). There is no model selection:
+the final epoch's weights -- or their mean over the last k epochs -- are the result. An
+optional validation set is evaluated for the log only.
 """
 
 from __future__ import annotations
@@ -123,6 +124,11 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
                                 f"this model has query_encoder {cfg.model.query_encoder!r}: set model.word_vectors to null")
     if not 0.0 <= cfg.train.word_dropout < 1.0:
         raise TrainingDataError(f"train.word_dropout must be in [0, 1), found {cfg.train.word_dropout}")
+    if not 0.0 <= cfg.train.word_insertion <= 1.0:
+        raise TrainingDataError(f"train.word_insertion must be in [0, 1], found {cfg.train.word_insertion}")
+    if not 0 <= cfg.train.average_last_epochs <= cfg.train.epochs:
+        raise TrainingDataError(f"train.average_last_epochs must be between 0 and train.epochs "
+                                f"({cfg.train.epochs}), found {cfg.train.average_last_epochs}")
     if cfg.train.query_noise not in QUERY_NOISE:
         raise TrainingDataError(f"unknown train.query_noise {cfg.train.query_noise!r}; choose one of {sorted(QUERY_NOISE)}")
     from zeroground.features.store import FeatureStore
@@ -238,7 +244,11 @@ def _save_checkpoint(out: Path, model: GroundingModel, opt: torch.optim.Optimize
 
 
 def accumulate_weights(average: dict[str, Any] | None, model: GroundingModel) -> dict[str, Any]:
-    """Add the model's current weights (parameters and float buffers) to a running sum."""
+    """Add the model's current weights (parameters and float buffers) to a running sum.
+
+    BatchNorm's running statistics are averaged like the weights rather than re-estimated
+    with a pass over the data (as SWA proper does): at the small learning rates of the last
+    epochs the statistics barely move, and one pass more would cost an epoch."""
     current = {k: v.detach().clone().double() if v.is_floating_point() else v.detach().clone()
                for k, v in model.state_dict().items()}
     if average is None:
