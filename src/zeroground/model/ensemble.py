@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, attention_spans
+from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, read_out_spans
 
 MEMBERS_KEY = "ensemble_members"
 # Config fields that may differ between members: read-out settings and training-time-only inputs.
@@ -59,9 +59,8 @@ class EnsembleModel(nn.Module):
         timestamps = torch.stack([o["timestamps"] for o in outs]).mean(0)  # [B, 2]
         weights = torch.stack([o["attention_weights"] for o in outs]).mean(0)  # [B, S]
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()
-        spans = attention_spans(weights, mask, self.cfg.attention_ratio) if self.cfg.span_readout == "attention" \
-            else timestamps
-        return {"timestamps": timestamps, "attention_weights": weights, "spans": spans}
+        return {"timestamps": timestamps, "attention_weights": weights,
+                "spans": read_out_spans(self.cfg, timestamps, weights, mask)}
 
 
 def _comparable(cfg: ModelConfig) -> dict[str, Any]:

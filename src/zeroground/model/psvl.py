@@ -370,11 +370,16 @@ class GroundingModel(nn.Module):
         for block in self.non_locals_layer:
             v_two_stage = block(v_two_stage, video_mask)
         timestamps, weights = self.loc_regressor_two_stage(v_two_stage, video_mask)
-        if self.cfg.span_readout == "attention":
-            spans = attention_spans(weights, video_mask, self.cfg.attention_ratio)
-        else:
-            spans = timestamps
-        return {"timestamps": timestamps, "attention_weights": weights, "spans": spans}
+        return {"timestamps": timestamps, "attention_weights": weights,
+                "spans": read_out_spans(self.cfg, timestamps, weights, video_mask)}
+
+
+def read_out_spans(cfg: ModelConfig, timestamps: Tensor, weights: Tensor, video_mask: Tensor) -> Tensor:
+    """The ``spans`` output under ``cfg.span_readout``: the regression head's ``timestamps``
+    [B, 2], or :func:`attention_spans` of the attention ``weights`` [B, S]."""
+    if cfg.span_readout == "attention":
+        return attention_spans(weights, video_mask, cfg.attention_ratio)
+    return timestamps
 
 
 @torch.no_grad()
