@@ -122,20 +122,3 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
     if vocabs[0] is not None:
         atomic_write_json(directory / VOCAB_FILE, vocabs[0], indent=1)
     return directory
-
-
-def load_ensemble(directory: Path, cfg: ModelConfig, member_names: Sequence[str]) -> EnsembleModel:
-    """The members listed in an ensemble directory's config, built with the ensemble's ``cfg``."""
-    from safetensors.torch import load_file
-
-    from zeroground.model.model_dir import WEIGHTS_FILE, ModelDirError, load_state_dict_checked
-
-    members = []
-    for name in member_names:
-        weights = directory / str(name) / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelDirError(f"{directory}: ensemble member {name!r} has no {WEIGHTS_FILE}")
-        model = GroundingModel(cfg)
-        load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
-        members.append(model)
-    return EnsembleModel(members).eval()

@@ -24,6 +24,7 @@ import yaml
 
 from zeroground.config import from_dict, to_dict
 from zeroground.io import atomic_path, atomic_write_json, atomic_write_text
+from zeroground.model.ensemble import MEMBERS_KEY, EnsembleModel
 from zeroground.model.preprocess import build_vocab
 from zeroground.model.psvl import GroundingModel, ModelConfig
 
@@ -73,29 +74,33 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any
 
 def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[GroundingModel, ModelConfig, dict[str, int] | None]:
     """Load (model in eval mode, config, vocabulary or None). ``impl`` overrides ModelConfig.impl."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     cfg, meta = read_model_config(directory)
     if impl is not None:
         cfg.impl = impl  # type: ignore[assignment]
-    if meta.get("ensemble_members"):  # zeroground.model.ensemble: same interface, members averaged
-        from zeroground.model.ensemble import load_ensemble
-
-        model = load_ensemble(directory, cfg, meta["ensemble_members"])
+    if meta.get(MEMBERS_KEY):  # zeroground.model.ensemble: same interface, members averaged
+        model = EnsembleModel([load_weights(directory / str(name), cfg) for name in meta[MEMBERS_KEY]])
     else:
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
-        model = GroundingModel(cfg)
-        load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
-        model.eval()
+        model = load_weights(directory, cfg)
+    model.eval()
     vocab = None
     if (directory / VOCAB_FILE).is_file():
         vocab = json.loads((directory / VOCAB_FILE).read_text())
     if cfg.query_encoder == "tokens" and vocab is None:
         raise ModelDirError(f"{directory}: token-query model without {VOCAB_FILE}")
     return model, cfg, vocab
+
+
+def load_weights(directory: Path, cfg: ModelConfig) -> GroundingModel:
+    """A :class:`GroundingModel` built from ``cfg`` with ``directory``'s weights (strictly checked)."""
+    from safetensors.torch import load_file
+
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
+    model = GroundingModel(cfg)
+    load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
+    return model
 
 
 def _shape_reason(name: str, expected: tuple[int, ...], found: tuple[int, ...], cfg: ModelConfig) -> str:
