@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zeroground.demo.pipeline import (
     BASELINES,
@@ -99,6 +100,19 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
         assert len(members) == (2 if method in ("psvl", "lfvmr") else 0)
         if members:
             assert sorted(p.name for p in (out / "runs" / method).glob("member_*")) == ["member_0", "member_1"]
+        # PSVL's ensemble cuts its averaged attention higher (psvl_training.attention_ratio)
+        expected_ratio = DemoConfig().psvl_training.attention_ratio if method == "psvl" else DemoConfig().model.attention_ratio
+        assert cfg.attention_ratio == pytest.approx(expected_ratio)
+    # bagging (train.bagging: [psvl]): each PSVL member trained on its own pseudo-label draw
+    draws = [out / "pseudo" / "psvl.json", out / "pseudo" / "psvl.draw1.json"]
+    assert all(d.is_file() for d in draws) and not (out / "pseudo" / "lfvmr.draw1.json").exists()
+    assert draws[0].read_text() != draws[1].read_text()
+    for k, draw in enumerate(draws):
+        run_cfg = yaml.safe_load((out / "runs" / "psvl" / f"member_{k}" / "config.yaml").read_text())
+        assert Path(run_cfg["data"]["train_annotations"]) == draw
+    for k in range(2):
+        run_cfg = yaml.safe_load((out / "runs" / "lfvmr" / f"member_{k}" / "config.yaml").read_text())
+        assert Path(run_cfg["data"]["train_annotations"]) == out / "pseudo" / "lfvmr.json"
     # pseudo-labels come from the unlabelled train videos only
     pseudo = json.loads((out / "pseudo" / "lfvmr.json").read_text())
     assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}

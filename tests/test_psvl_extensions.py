@@ -31,7 +31,7 @@ STATS = VerbStats(pairs={"door": {"open": 2, "close": 1}}, verb_totals={"open": 
 
 def test_paper_defaults_are_unchanged() -> None:
     cfg = PSVLConfig()
-    assert (cfg.verb_source, cfg.noun_sampling, cfg.keep_events) == ("corpus", "top", 0)
+    assert (cfg.verb_source, cfg.noun_sampling, cfg.keep_events, cfg.truncation_ratio) == ("corpus", "top", 0, 0.0)
     assert OptimConfig().word_dropout == 0.0
 
 
@@ -124,6 +124,36 @@ def test_keep_events_keeps_the_action_and_drops_the_idle_stretch(tmp_path: Path)
         pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, noun_sampling="best")
     with pytest.raises(PseudoLabelError, match="evidence_norm"):
         pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, keep_events=2, evidence_norm="z")
+
+
+def test_truncation_ratio_skips_a_proposal_whose_action_goes_on_after_it(tmp_path: Path) -> None:
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    x = np.zeros((30, 5), np.float32)
+    x[:10, 0], x[:10, 2] = 1.0, 0.5    # the start of holding the cup: weaker evidence
+    x[10:20, 0], x[10:20, 2] = 1.0, 1.0  # holding it for real
+    x[20:, 1], x[20:, 3] = 1.0, 0.8    # someone opens the door
+    np.save(feats / "v.npy", x)
+    (feats / "attrs.json").write_text(json.dumps({"fps": 1.0}))
+    stats = VerbStats(pairs={"cup": {"hold": 1}, "door": {"open": 1}}, verb_totals={"hold": 1, "open": 1})
+    knobs = dict(clip_model=AxisClip(), verb_stats=stats, nouns=["cup", "door"], num_clusters=3, max_atoms=1,
+                 min_len=0.2, max_len=0.5, num_nouns=1, num_verbs=1, verb_source="clip", verb_sampling="top",
+                 queries_per_event=1, keep_events=3, aftermath_s=2.0)
+
+    def kept(name: str, **extra: float) -> set[tuple[float, float]]:
+        pseudo_label("psvl", feats, tmp_path / name, **knobs, **extra)
+        return {tuple(round(v, 3) for v in it["timestamp"]) for it in json.loads((tmp_path / name).read_text())}
+
+    assert kept("all.json") == {(0.0, 0.333), (0.333, 0.667), (0.667, 1.0)}
+    # By hand: the first span's evidence is cos((1, 0, .5), hold+cup) - cos(., "a person") = 1.5 / (1.118 x 1.414)
+    # = 0.949; the two frames after it score cos((1, 0, 1), hold+cup) = 1.0 > 0.75 x 0.949, so it is a truncated
+    # event. The second span's aftermath (the door) scores 0 for "hold the cup"; the last has none.
+    assert kept("trunc.json", truncation_ratio=0.75) == {(0.333, 0.667), (0.667, 1.0)}
+    assert kept("loose.json", truncation_ratio=1.1) == {(0.0, 0.333), (0.333, 0.667), (0.667, 1.0)}  # 1.0 < 1.04
+    with pytest.raises(PseudoLabelError, match="truncation_ratio"):
+        kept("x.json", truncation_ratio=-0.5)
+    with pytest.raises(PseudoLabelError, match="keep_events"):
+        pseudo_label("psvl", feats, tmp_path / "x.json", **{**knobs, "keep_events": 0}, truncation_ratio=0.75)
 
 
 def test_word_dropout_replaces_only_real_words_at_the_given_rate() -> None:

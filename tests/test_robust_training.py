@@ -171,16 +171,33 @@ def test_ensemble_refuses_members_of_different_recipes(world, two_models, tmp_pa
                    tmp_path / "h16", progress=False, log=None)
     with pytest.raises(ModelDirError, match=r"differs in \['hidden'\]"):
         save_ensemble_dir(tmp_path / "ens", [two_models[0], bigger])
+    assert not (tmp_path / "ens").exists()
+
+
+def test_members_with_different_vocabularies_each_read_their_own_word_ids(world, two_models, tmp_path) -> None:
+    """Bagging: a member trained on another pseudo-label draw knows other words, with other ids."""
+    feats, ann = world
     other_words = tmp_path / "ann2.json"
     items = json.loads(ann.read_text())
-    for it in items:
-        it["tokens"] = [t.upper() for t in it["tokens"]]
+    for i, it in enumerate(items):
+        it["tokens"] = [t.upper() if i % 2 else t for t in it["tokens"]] + (["extra"] if i % 3 == 0 else [])
     other_words.write_text(json.dumps(items))
-    other = train(tiny_config(feats, other_words, **{"train.epochs": 1, "train.plot": False}), tmp_path / "ow",
+    other = train(tiny_config(feats, other_words, **{"train.epochs": 2, "train.plot": False}), tmp_path / "ow",
                   progress=False, log=None)
-    with pytest.raises(ModelDirError, match="different vocabularies"):
-        save_ensemble_dir(tmp_path / "ens", [two_models[0], other])
-    assert not (tmp_path / "ens").exists()
+    own = [json.loads((m / "vocab.json").read_text()) for m in (two_models[0], other)]
+    assert own[0] != own[1]
+    ens_dir = save_ensemble_dir(tmp_path / "ens", [two_models[0], other])
+    vocab = json.loads((ens_dir / "vocab.json").read_text())
+    assert set(vocab) == set(own[0]) | set(own[1])
+    assert [vocab[s] for s in ("<PAD>", "<UNK>", "<S>", "<E>")] == [0, 1, 2, 3]
+    assert sorted(vocab.values()) == list(range(len(vocab)))
+    model, cfg, ens_vocab = load_model_dir(ens_dir)
+    assert cfg.vocab_size == len(vocab)
+    video = np.load(feats / "v001.npy")
+    queries = [["open", "door"], ["OPEN", "DOOR", "extra"], ["open", "DOOR", "never-seen"]]
+    alone = [predict_spans(*load_model_dir(m), video, queries).attention for m in (two_models[0], other)]
+    got = predict_spans(model, cfg, ens_vocab, video, queries)
+    np.testing.assert_allclose(got.attention, (alone[0] + alone[1]) / 2, atol=1e-6)
 
 
 def test_cli_ensemble(two_models, tmp_path) -> None:

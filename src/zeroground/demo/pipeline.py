@@ -92,6 +92,10 @@ class DemoTrainConfig:
     # The supervised upper bound stays one model (an ensemble would only raise the ceiling).
     ensemble: int = 3
     ensemble_methods: list[str] = field(default_factory=lambda: ["psvl", "lfvmr"])
+    # Bagging: each ensemble member of these methods trains on its own pseudo-label draw
+    # (pseudo-label seed = seed + k: other k-means starts, other verb draws), so the members'
+    # label noise differs and averages out; member 0's draw is pseudo/<method>.json.
+    bagging: list[str] = field(default_factory=lambda: ["psvl"])
 
 
 @dataclass
@@ -116,6 +120,10 @@ class DemoPSVLTrainingConfig:
     word_insertion: float = 0.5
     # OptimConfig.average_last_epochs: the saved weights are the mean of the last 30 epochs'
     average_last_epochs: int = 30
+    # ModelConfig.attention_ratio of this model (the shared model.attention_ratio is 1/3): the
+    # averaged attention of PSVL's ensemble is broader than one model's -- its members disagree
+    # more, and its pseudo-spans run longer than the events -- so its span is cut higher.
+    attention_ratio: float = 0.5
 
 
 @dataclass
@@ -144,10 +152,12 @@ class DemoConfig:
     # cannot tell "pick up the cup" from "put down the cup", both events of one video here),
     # drawn 3 times per event so synonyms ("picks up" / "grabs" / "lifts") all occur; and only
     # the 4 pseudo-events per video with the most action evidence are kept (`keep_events`:
-    # most of the ~12 proposals of a video are idle or walking stretches no sentence describes).
+    # most of the ~12 proposals of a video are idle or walking stretches no sentence describes),
+    # skipping proposals whose action goes on after them (`truncation_ratio`: the crouch that
+    # starts a pick-up reads as "puts down" on its own).
     psvl: PSVLConfig = field(default_factory=lambda: PSVLConfig(
         nouns=noun_vocabulary(), queries_per_event=3, tag_top_k=1, num_nouns=1, num_verbs=1,
-        verb_source="clip", verb_sampling="sample", keep_events=4))
+        verb_source="clip", verb_sampling="sample", keep_events=4, truncation_ratio=0.75))
     lfvmr: LFVMRConfig = field(default_factory=LFVMRConfig)
     model: DemoModelConfig = field(default_factory=DemoModelConfig)
     train: DemoTrainConfig = field(default_factory=DemoTrainConfig)
@@ -271,14 +281,18 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
 
     # 3. pseudo-labels (train videos only, no annotation read)
     t = time.perf_counter()
-    pseudo_files: dict[str, Path] = {}
+    pseudo_files: dict[str, list[Path]] = {}
     for method in ("psvl", "lfvmr"):
         if method not in cfg.methods:
             continue
-        pseudo_files[method] = make_pseudo_labels(method, store, train_vids, durations, out / "pseudo" / f"{method}.json",
-                                                  cfg, clip=clip, corpus=corpus, progress=progress)
-        n = len(json.loads(pseudo_files[method].read_text()))
-        _log(f"{method}: {n} pseudo-labels from {len(train_vids)} unlabelled videos", echo)
+        draws = bagging_draws(method, cfg)
+        pseudo_files[method] = [
+            make_pseudo_labels(method, store, train_vids, durations, out / "pseudo" / draw_file_name(method, k),
+                               cfg, clip=clip, corpus=corpus, progress=progress, seed=cfg.seed + k)
+            for k in range(draws)]
+        n = len(json.loads(pseudo_files[method][0].read_text()))
+        more = f" (and {draws - 1} more draws for the ensemble members)" if draws > 1 else ""
+        _log(f"{method}: {n} pseudo-labels from {len(train_vids)} unlabelled videos{more}", echo)
     seconds["pseudo"] = time.perf_counter() - t
 
     # 4 + 5. train, evaluate
@@ -298,10 +312,10 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
         else:
             from zeroground.demo.training import predict_demo_model, train_demo_model
 
-            train_file = pseudo_files.get(method, train_split.annotations)
+            train_files = pseudo_files.get(method, [train_split.annotations])
             model_dir = out / "models" / method
-            _log(f"training {method} on {train_file.relative_to(out)}", echo)
-            train_demo_model(method, train_file, feats_path, out / "runs" / method, model_dir, cfg, clip_path,
+            _log(f"training {method} on {', '.join(str(f.relative_to(out)) for f in train_files)}", echo)
+            train_demo_model(method, train_files, feats_path, out / "runs" / method, model_dir, cfg, clip_path,
                              clip=clip, progress=progress)
             records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
                                                  out / "runs" / method / "test")
@@ -337,12 +351,28 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
 # --------------------------------------------------------------------------- pieces
 
 
+def bagging_draws(method: str, cfg: DemoConfig) -> int:
+    """How many pseudo-label draws ``method`` needs: one per ensemble member when bagged."""
+    tc = cfg.train
+    unknown = [m for m in tc.bagging if m not in TRAINED or m == "supervised"]
+    if unknown:
+        raise DemoError(f"train.bagging lists {unknown}; only pseudo-supervised methods (psvl, lfvmr) draw pseudo-labels")
+    if method in tc.bagging and method in tc.ensemble_methods and tc.ensemble > 1:
+        return tc.ensemble
+    return 1
+
+
+def draw_file_name(method: str, k: int) -> str:
+    return f"{method}.json" if k == 0 else f"{method}.draw{k}.json"
+
+
 def make_pseudo_labels(method: str, store, vids: list[str], durations: dict[str, float], out_path: Path,
-                       cfg: DemoConfig, *, clip, corpus: Path, progress: bool) -> Path:
-    """Pseudo-label the unlabelled train videos with ``method`` (C's ``pseudo_label``)."""
+                       cfg: DemoConfig, *, clip, corpus: Path, progress: bool, seed: int | None = None) -> Path:
+    """Pseudo-label the unlabelled train videos with ``method`` (C's ``pseudo_label``);
+    ``seed`` (default: the demo's) seeds the proposals' k-means and the word draws."""
     from zeroground.pseudo import PseudoLabelConfig, pseudo_label
 
-    pcfg = PseudoLabelConfig(method=method, seed=cfg.seed, fps=cfg.feature_fps, corpus=str(corpus),
+    pcfg = PseudoLabelConfig(method=method, seed=cfg.seed if seed is None else seed, fps=cfg.feature_fps, corpus=str(corpus),
                              proposals=dataclasses.replace(cfg.proposals),
                              psvl=dataclasses.replace(cfg.psvl), lfvmr=dataclasses.replace(cfg.lfvmr))
     pseudo_label(method, store, out_path, config=pcfg, durations={v: durations[v] for v in vids}, videos=vids,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def model_config(method: str, cfg, video_dim: int, clip_path: Path):
         clip_query_len=m.clip_query_len,
         text_encoder=str(clip_path) if method != "psvl" else None,
         span_readout=m.span_readout,
-        attention_ratio=m.attention_ratio,
+        attention_ratio=cfg.psvl_training.attention_ratio if method == "psvl" else m.attention_ratio,
         word_vectors=str(clip_path) if method == "psvl" and cfg.psvl_training.word_vectors else None,
         freeze_word_vectors=method == "psvl" and cfg.psvl_training.freeze_word_vectors,
     )
@@ -59,29 +60,38 @@ def supervised_query_vectors(train_file: Path, clip, out: Path) -> Path:
     return out
 
 
-def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Path, model_dir: Path, cfg,
-                     clip_path: Path, *, clip=None, progress: bool = True) -> Path:
+def train_demo_model(method: str, train_files: Path | Sequence[Path], features: Path, run_dir: Path, model_dir: Path,
+                     cfg, clip_path: Path, *, clip=None, progress: bool = True) -> Path:
     """Train the ``method`` model with ``zeroground.train.train``; copy it to ``model_dir``.
 
     For a method in ``train.ensemble_methods`` with ``train.ensemble`` = N > 1 the model is
     N runs of the same recipe with seeds ``train.seed``, ``train.seed + 1``, ...
-    (``run_dir/member_<k>``), saved as one ensemble model directory (``zeroground.model.ensemble``)."""
+    (``run_dir/member_<k>``), saved as one ensemble model directory (``zeroground.model.ensemble``).
+    Member k trains on ``train_files[k]`` when several are given (bagging: one pseudo-label
+    draw per member), else all on the one file."""
     from zeroground.features.store import FeatureStore
     from zeroground.pseudo.label import vectors_path_for
     from zeroground.train.config import DataConfig, OptimConfig, TrainConfig
     from zeroground.train.loop import train
 
+    files = [Path(train_files)] if isinstance(train_files, (str, Path)) else [Path(f) for f in train_files]
+    if not files:
+        raise ValueError("train_demo_model needs at least one training file")
+
+    def data_config(train_file: Path) -> DataConfig:
+        query_vectors = None
+        if method == "lfvmr":
+            query_vectors = vectors_path_for(train_file)
+        elif method == "supervised":
+            query_vectors = supervised_query_vectors(train_file, clip, run_dir.parent / "supervised_queries.npy")
+        return DataConfig(train_annotations=str(train_file), features=str(features), format="psvl",
+                          query_vectors=str(query_vectors) if query_vectors else None)
+
     tc = cfg.train
-    query_vectors = None
-    if method == "lfvmr":
-        query_vectors = vectors_path_for(train_file)
-    elif method == "supervised":
-        query_vectors = supervised_query_vectors(train_file, clip, run_dir.parent / "supervised_queries.npy")
     dim = FeatureStore.open(features).dim
     tcfg = TrainConfig(
         model=model_config(method, cfg, dim, clip_path),
-        data=DataConfig(train_annotations=str(train_file), features=str(features), format="psvl",
-                        query_vectors=str(query_vectors) if query_vectors else None),
+        data=data_config(files[0]),
         train=OptimConfig(epochs=cfg.psvl_training.epochs if method == "psvl" else tc.epochs,
                           batch_size=tc.batch_size, drop_last=False,
                           lr=cfg.psvl_training.lr if method == "psvl" else tc.lr, seed=tc.seed,
@@ -99,6 +109,9 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
     members = tc.ensemble if method in tc.ensemble_methods else 1
     if members < 1:
         raise ValueError(f"train.ensemble must be >= 1, found {members}")
+    if len(files) not in (1, members):
+        raise ValueError(f"{len(files)} training files for {members} ensemble member(s) of {method}; "
+                         "give one file, or one per member")
     if members == 1:
         trained = train(tcfg, run_dir, progress=progress, log=None)
         if model_dir.exists():
@@ -109,7 +122,8 @@ def train_demo_model(method: str, train_file: Path, features: Path, run_dir: Pat
 
     trained_members = []
     for k in range(members):
-        member_cfg = dataclasses.replace(tcfg, train=dataclasses.replace(tcfg.train, seed=tc.seed + k))
+        member_cfg = dataclasses.replace(tcfg, train=dataclasses.replace(tcfg.train, seed=tc.seed + k),
+                                         data=data_config(files[k]) if len(files) > 1 else tcfg.data)
         trained_members.append(train(member_cfg, run_dir / f"member_{k}", progress=progress, log=None))
     return save_ensemble_dir(model_dir, trained_members)
 

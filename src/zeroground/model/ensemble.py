@@ -9,12 +9,19 @@ remedy; it needs no labels and keeps the model interface, so ``predict_spans``,
 
 On disk an ensemble is a model directory whose ``config.yaml`` lists its members
 (``metadata.ensemble_members``: sub-directories, each an ordinary model directory);
-the shared ``vocab.json`` sits at the top. :func:`save_ensemble_dir` builds one from
-trained model directories, refusing members that do not share config and vocabulary.
+``vocab.json`` at the top covers every member's words. :func:`save_ensemble_dir` builds
+one from trained model directories, refusing members that do not share the model config.
+
+Token-query members may have different vocabularies -- members trained on different
+pseudo-label draws (bagging) see slightly different words and word counts, so their
+word ids differ. The ensemble's vocabulary is then the union, and each member reads a
+query through a map from ensemble ids to its own (a word it never saw is its ``<UNK>``),
+so every member gets exactly the ids it would get alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,11 +29,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, read_out_spans
+from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, as_query_batch, read_out_spans
 
 MEMBERS_KEY = "ensemble_members"
 # Config fields that may differ between members: read-out settings and training-time-only inputs.
 _FREE_FIELDS = {"span_readout", "attention_ratio", "word_vectors", "word_vector_prompt", "freeze_word_vectors", "impl"}
+SPECIALS = ("<PAD>", "<UNK>", "<S>", "<E>")  # ids 0-3 in every vocabulary (zeroground.model.preprocess)
 
 
 class EnsembleModel(nn.Module):
@@ -36,11 +44,15 @@ class EnsembleModel(nn.Module):
     video is encoded once and ``ground`` splits it back -- the same two-step use as
     :class:`GroundingModel`."""
 
-    def __init__(self, members: Sequence[GroundingModel]):
+    def __init__(self, members: Sequence[GroundingModel], id_maps: Sequence[Tensor] | None = None):
+        """``id_maps[k]`` ``[V]`` maps the ensemble's word ids to member k's (None: shared ids)."""
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        if id_maps is not None and len(id_maps) != len(members):
+            raise ValueError(f"{len(id_maps)} word-id maps for {len(members)} members")
         self.members = nn.ModuleList(members)
+        self.id_maps = None if id_maps is None else [torch.as_tensor(m, dtype=torch.long) for m in id_maps]
         self.cfg: ModelConfig = members[0].cfg
         for m in members:
             m.cfg = self.cfg  # one read-out setting for all (predict_with_readout changes it)
@@ -55,7 +67,12 @@ class EnsembleModel(nn.Module):
 
     def ground(self, v: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
         parts = torch.chunk(v, len(self.members), dim=2)
-        outs = [m.ground(p, video_mask, query) for m, p in zip(self.members, parts)]
+        queries = [query] * len(self.members)
+        if self.id_maps is not None:
+            ids = as_query_batch(query).ids
+            if ids is not None:
+                queries = [QueryBatch(ids=m.to(ids.device)[ids]) for m in self.id_maps]
+        outs = [m.ground(p, video_mask, q) for m, p, q in zip(self.members, parts, queries)]
         timestamps = torch.stack([o["timestamps"] for o in outs]).mean(0)  # [B, 2]
         weights = torch.stack([o["attention_weights"] for o in outs]).mean(0)  # [B, S]
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()
@@ -96,14 +113,14 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
         cfgs.append(cfg)
         metas.append(meta)
         vocabs.append(json.loads((m / VOCAB_FILE).read_text()) if (m / VOCAB_FILE).is_file() else None)
-    for m, cfg, vocab in zip(members[1:], cfgs[1:], vocabs[1:]):
+    shared_vocab = all(v == vocabs[0] for v in vocabs)
+    for m, cfg in zip(members[1:], cfgs[1:]):
         a, b = _comparable(cfgs[0]), _comparable(cfg)
-        diff = sorted(k for k in a if a[k] != b.get(k))
+        diff = sorted(k for k in a if a[k] != b.get(k) and not (k == "vocab_size" and not shared_vocab))
         if diff:
             raise ModelDirError(f"{m} cannot join an ensemble with {members[0]}: model config differs in {diff}")
-        if vocab != vocabs[0]:
-            raise ModelDirError(f"{m} cannot join an ensemble with {members[0]}: different vocabularies "
-                                "(train every member on the same annotation file)")
+    vocab = vocabs[0] if shared_vocab else union_vocab(vocabs, members)
+    ens_cfg = cfgs[0] if shared_vocab else dataclasses.replace(cfgs[0], vocab_size=len(vocab))
     directory = Path(directory)
     if directory.exists():
         shutil.rmtree(directory)
@@ -118,7 +135,29 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
     meta[MEMBERS_KEY] = names
     meta["member_seeds"] = [mt.get("seed") for mt in metas]
     atomic_write_text(directory / CONFIG_FILE,
-                      yaml.safe_dump({"model": to_dict(cfgs[0]), "metadata": meta}, sort_keys=False))
-    if vocabs[0] is not None:
-        atomic_write_json(directory / VOCAB_FILE, vocabs[0], indent=1)
+                      yaml.safe_dump({"model": to_dict(ens_cfg), "metadata": meta}, sort_keys=False))
+    if vocab is not None:
+        atomic_write_json(directory / VOCAB_FILE, vocab, indent=1)
     return directory
+
+
+def union_vocab(vocabs: Sequence[dict[str, int] | None], members: Sequence[Path]) -> dict[str, int]:
+    """The specials at their fixed ids, then every member's words in alphabetical order."""
+    from zeroground.model.model_dir import ModelDirError
+
+    for m, v in zip(members, vocabs):
+        if v is None:
+            raise ModelDirError(f"{m} has no vocabulary, but other members' vocabularies differ")
+        bad = [s for i, s in enumerate(SPECIALS) if v.get(s) != i]
+        if bad:
+            raise ModelDirError(f"{m}/vocab.json does not hold the special tokens at ids 0-3 ({bad})")
+    words = sorted({w for v in vocabs for w in v if w not in SPECIALS})  # type: ignore[union-attr]
+    return {**{s: i for i, s in enumerate(SPECIALS)}, **{w: len(SPECIALS) + i for i, w in enumerate(words)}}
+
+
+def member_id_map(ensemble_vocab: dict[str, int], member_vocab: dict[str, int]) -> Tensor:
+    """``[V]`` long: ensemble word id -> the member's id for the same word (its ``<UNK>`` if unseen)."""
+    out = torch.full((max(ensemble_vocab.values()) + 1,), SPECIALS.index("<UNK>"), dtype=torch.long)
+    for word, i in ensemble_vocab.items():
+        out[i] = member_vocab.get(word, SPECIALS.index("<UNK>"))
+    return out

@@ -15,6 +15,7 @@ reference does — the checkpoint itself does not carry it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 
 from zeroground.config import from_dict, to_dict
 from zeroground.io import atomic_path, atomic_write_json, atomic_write_text
-from zeroground.model.ensemble import MEMBERS_KEY, EnsembleModel
+from zeroground.model.ensemble import MEMBERS_KEY, EnsembleModel, member_id_map
 from zeroground.model.preprocess import build_vocab
 from zeroground.model.psvl import GroundingModel, ModelConfig
 
@@ -78,17 +79,39 @@ def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[Grou
     cfg, meta = read_model_config(directory)
     if impl is not None:
         cfg.impl = impl  # type: ignore[assignment]
-    if meta.get(MEMBERS_KEY):  # zeroground.model.ensemble: same interface, members averaged
-        model = EnsembleModel([load_weights(directory / str(name), cfg) for name in meta[MEMBERS_KEY]])
-    else:
-        model = load_weights(directory, cfg)
-    model.eval()
     vocab = None
     if (directory / VOCAB_FILE).is_file():
         vocab = json.loads((directory / VOCAB_FILE).read_text())
+    if meta.get(MEMBERS_KEY):  # zeroground.model.ensemble: same interface, members averaged
+        model = _load_ensemble(directory, cfg, meta[MEMBERS_KEY], vocab)
+    else:
+        model = load_weights(directory, cfg)
+    model.eval()
     if cfg.query_encoder == "tokens" and vocab is None:
         raise ModelDirError(f"{directory}: token-query model without {VOCAB_FILE}")
     return model, cfg, vocab
+
+
+def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[str, int] | None) -> EnsembleModel:
+    """Members of an ensemble directory; where a member's vocabulary differs from the
+    ensemble's, it is built with its own vocabulary size and reads queries through an id map."""
+    members, maps = [], []
+    for name in names:
+        sub = directory / str(name)
+        own_vocab = None
+        if cfg.query_encoder == "tokens" and (sub / VOCAB_FILE).is_file():
+            own_vocab = json.loads((sub / VOCAB_FILE).read_text())
+        if own_vocab is None or own_vocab == vocab or vocab is None:
+            members.append(load_weights(sub, cfg))
+            maps.append(None)
+        else:
+            own_cfg, _ = read_model_config(sub)
+            members.append(load_weights(sub, dataclasses.replace(cfg, vocab_size=own_cfg.vocab_size)))
+            maps.append(member_id_map(vocab, own_vocab))
+    if all(m is None for m in maps):
+        return EnsembleModel(members)
+    identity = torch.arange(max(vocab.values()) + 1) if vocab else None
+    return EnsembleModel(members, [identity if m is None else m for m in maps])
 
 
 def load_weights(directory: Path, cfg: ModelConfig) -> GroundingModel:

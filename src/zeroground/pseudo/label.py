@@ -36,6 +36,7 @@ from zeroground.pseudo.psvl import (
     corpus_nouns,
     event_noun_scores,
     sample_nouns,
+    synonym_groups,
     load_verb_stats,
     pick_verbs,
     read_detections,
@@ -158,12 +159,26 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
         missing = [v for v in vids if v not in detections]
         if missing:
             raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
+    if not 0.0 <= pc.noun_synonyms <= 1.0:
+        raise PseudoLabelError(f"psvl.noun_synonyms is a cosine threshold in [0, 1] (0: off), found {pc.noun_synonyms}")
+    synonyms: dict[str, list[str]] = {}
+    if pc.noun_synonyms > 0:
+        if noun_emb is None:
+            raise PseudoLabelError("psvl.noun_synonyms groups the CLIP tagging vocabulary by its prompt embeddings: "
+                                   "it needs CLIP tagging (no --detections file), or noun_synonyms: 0")
+        synonyms = synonym_groups(vocab, noun_emb, pc.noun_synonyms)
     if pc.noun_sampling not in ("top", "sample"):
         raise PseudoLabelError(f"unknown psvl.noun_sampling {pc.noun_sampling!r}; choose 'top' or 'sample'")
     if pc.evidence_norm not in ("none", "verb"):
         raise PseudoLabelError(f"unknown psvl.evidence_norm {pc.evidence_norm!r}; choose 'none' or 'verb'")
     if pc.keep_events < 0:
         raise PseudoLabelError(f"psvl.keep_events must be >= 0 (0 keeps every proposal), found {pc.keep_events}")
+    if pc.truncation_ratio < 0 or pc.aftermath_s <= 0:
+        raise PseudoLabelError(f"psvl.truncation_ratio must be >= 0 (0: off) and psvl.aftermath_s > 0; "
+                               f"found {pc.truncation_ratio} and {pc.aftermath_s}")
+    if pc.truncation_ratio > 0 and pc.keep_events <= 0:
+        raise PseudoLabelError("psvl.truncation_ratio skips proposals before the keep_events selection: "
+                               "it needs psvl.keep_events > 0")
     if pc.keep_events > 0 and not clip_verbs:
         raise PseudoLabelError("psvl.keep_events ranks pseudo-events by CLIP action evidence: it needs "
                                "psvl.verb_source 'clip' (or keep_events: 0)")
@@ -202,6 +217,12 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                 cos = clip_verb_scores(verb_stats, nouns, frames, encode_phrases, prompt=pc.verb_prompt)
                 if pc.keep_events > 0:
                     evidence = action_evidence(cos, frames, neutral)
+                if pc.truncation_ratio > 0 and int(e) < t:
+                    n_after = max(1, int(round(pc.aftermath_s * t / durations[vid])))
+                    after = feats[int(e):int(e) + n_after]
+                    after_cos = clip_verb_scores(verb_stats, nouns, after, encode_phrases, prompt=pc.verb_prompt)
+                    if action_evidence(after_cos, after, neutral) > pc.truncation_ratio * max(evidence, 0.0):
+                        continue  # the action goes on past the span: a truncated pseudo-event
             seen: set[tuple[str, ...]] = set()
             queries = []
             for _ in range(max(1, pc.queries_per_event)):
@@ -211,6 +232,9 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                 else:
                     verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
                 query_nouns = sample_nouns(scored, pc.num_nouns, rng) if pc.noun_sampling == "sample" else nouns
+                if synonyms:
+                    query_nouns = [str(rng.choice(synonyms[n])) if len(synonyms.get(n, ())) > 1 else n
+                                   for n in query_nouns]
                 tokens = verbs + query_nouns
                 key = tuple(sorted(verbs)) + tuple(query_nouns)
                 if tokens and key not in seen:  # a repeated draw would only duplicate the item
