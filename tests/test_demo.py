@@ -38,6 +38,7 @@ TINY = {
     "train.epochs": 1,
     "train.batch_size": 8,
     "train.ensemble": 2,
+    "psvl_training.ensemble": 2,
     "psvl_training.epochs": 2,
     "psvl_training.average_last_epochs": 1,
     "model.num_segments": 16,

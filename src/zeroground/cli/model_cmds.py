@@ -117,7 +117,8 @@ def evaluate_cmd(
 @app.command("ensemble")
 def ensemble_cmd(
     members: List[Path] = typer.Argument(..., help=(
-        "Model directories of one recipe trained with different seeds (same config and vocabulary).")),
+        "Model directories of one recipe trained with different seeds or on different pseudo-label draws "
+        "(same model config; token models may differ in vocabulary).")),
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble model directory to write (replaced if it exists)."),
 ) -> None:
     """Combine trained models into one model directory whose outputs are their means."""

@@ -47,6 +47,18 @@ def model_config(method: str, cfg, video_dim: int, clip_path: Path):
     )
 
 
+def ensemble_size(method: str, cfg) -> int:
+    """Members of ``method``'s model: ``psvl_training.ensemble`` for PSVL, ``train.ensemble``
+    for the others, for methods in ``train.ensemble_methods``; 1 otherwise."""
+    if method not in cfg.train.ensemble_methods:
+        return 1
+    key = "psvl_training.ensemble" if method == "psvl" else "train.ensemble"
+    members = cfg.psvl_training.ensemble if method == "psvl" else cfg.train.ensemble
+    if members < 1:
+        raise ValueError(f"{key} must be >= 1, found {members}")
+    return members
+
+
 def supervised_query_vectors(train_file: Path, clip, out: Path) -> Path:
     """CLIP text embeddings of the true training captions, in file order ([N, D] .npy)."""
     from zeroground.data.annotations import read_psvl_json
@@ -106,9 +118,7 @@ def train_demo_model(method: str, train_files: Path | Sequence[Path], features: 
     )
     if run_dir.exists():  # a fresh run every time: the demo's inputs may have changed
         shutil.rmtree(run_dir)
-    members = tc.ensemble if method in tc.ensemble_methods else 1
-    if members < 1:
-        raise ValueError(f"train.ensemble must be >= 1, found {members}")
+    members = ensemble_size(method, cfg)
     if len(files) not in (1, members):
         raise ValueError(f"{len(files)} training files for {members} ensemble member(s) of {method}; "
                          "give one file, or one per member")
