@@ -76,7 +76,7 @@ def train_demo_model(method: str, train_files: Path | Sequence[Path], features: 
                      cfg, clip_path: Path, *, clip=None, progress: bool = True) -> Path:
     """Train the ``method`` model with ``zeroground.train.train``; copy it to ``model_dir``.
 
-    For a method in ``train.ensemble_methods`` with ``train.ensemble`` = N > 1 the model is
+    For a method in ``train.ensemble_methods`` with N = :func:`ensemble_size` > 1 the model is
     N runs of the same recipe with seeds ``train.seed``, ``train.seed + 1``, ...
     (``run_dir/member_<k>``), saved as one ensemble model directory (``zeroground.model.ensemble``).
     Member k trains on ``train_files[k]`` when several are given (bagging: one pseudo-label

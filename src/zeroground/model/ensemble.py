@@ -1,4 +1,4 @@
-"""Seed ensembles: several grounding models of one config, read out as one.
+"""Ensembles: several grounding models of one config (seeds, or pseudo-label draws), read out as one.
 
 Why: trained on noisy pseudo-labels, the same recipe run with different seeds lands
 on models that disagree on the harder queries (on the demo's development world, single
@@ -92,8 +92,9 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
     ensemble's config (the first member's, with ``metadata.ensemble_members``) and vocabulary.
 
     Raises ``ModelDirError`` when a member is not a model directory, is itself an
-    ensemble, or differs from the first in model config (read-out settings aside) or
-    vocabulary -- averaging such models would mix outputs that do not mean the same."""
+    ensemble, or differs from the first in model config (read-out settings aside, and the
+    vocabulary size where vocabularies differ) -- averaging such models would mix outputs
+    that do not mean the same. Different vocabularies are joined (:func:`union_vocab`)."""
     import json
 
     import yaml

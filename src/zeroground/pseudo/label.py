@@ -36,7 +36,6 @@ from zeroground.pseudo.psvl import (
     corpus_nouns,
     event_noun_scores,
     sample_nouns,
-    synonym_groups,
     load_verb_stats,
     pick_verbs,
     read_detections,
@@ -159,14 +158,6 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
         missing = [v for v in vids if v not in detections]
         if missing:
             raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
-    if not 0.0 <= pc.noun_synonyms <= 1.0:
-        raise PseudoLabelError(f"psvl.noun_synonyms is a cosine threshold in [0, 1] (0: off), found {pc.noun_synonyms}")
-    synonyms: dict[str, list[str]] = {}
-    if pc.noun_synonyms > 0:
-        if noun_emb is None:
-            raise PseudoLabelError("psvl.noun_synonyms groups the CLIP tagging vocabulary by its prompt embeddings: "
-                                   "it needs CLIP tagging (no --detections file), or noun_synonyms: 0")
-        synonyms = synonym_groups(vocab, noun_emb, pc.noun_synonyms)
     if pc.noun_sampling not in ("top", "sample"):
         raise PseudoLabelError(f"unknown psvl.noun_sampling {pc.noun_sampling!r}; choose 'top' or 'sample'")
     if pc.evidence_norm not in ("none", "verb"):
@@ -232,9 +223,6 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
                 else:
                     verbs = pick_verbs(verb_stats, nouns, pc.num_verbs, sampling=pc.verb_sampling, rng=rng)
                 query_nouns = sample_nouns(scored, pc.num_nouns, rng) if pc.noun_sampling == "sample" else nouns
-                if synonyms:
-                    query_nouns = [str(rng.choice(synonyms[n])) if len(synonyms.get(n, ())) > 1 else n
-                                   for n in query_nouns]
                 tokens = verbs + query_nouns
                 key = tuple(sorted(verbs)) + tuple(query_nouns)
                 if tokens and key not in seen:  # a repeated draw would only duplicate the item

@@ -90,11 +90,6 @@ class PSVLConfig:
     # alone reads as "puts down"). 0 keeps truncated proposals, as the paper does.
     truncation_ratio: float = 0.0
     aftermath_s: float = 1.0
-    # zeroground extension (CLIP tagging only): nouns of the tagging vocabulary whose prompt
-    # embeddings have cosine >= noun_synonyms are one object ("cup" / "mug"); each query names
-    # the event's object by one of them, drawn uniformly, so a test sentence's name for it has
-    # been trained even where the tagger always prefers the other. 0 (paper): the tagged noun.
-    noun_synonyms: float = 0.0
 
 
 # --------------------------------------------------------------------------- nouns
@@ -200,18 +195,6 @@ def sample_nouns(scored: list[tuple[str, float]], k: int, rng: np.random.Generat
     if not scored or k <= 0:
         return []
     return [scored[i][0] for i in sorted(draw_distinct([sc for _, sc in scored], k, rng))]
-
-
-def synonym_groups(nouns: Sequence[str], embeddings: np.ndarray, threshold: float) -> dict[str, list[str]]:
-    """Each noun -> the nouns (itself included, vocabulary order) whose embeddings ``[V, D]``
-    have cosine >= ``threshold`` with its own (``psvl.noun_synonyms``)."""
-    e = np.asarray(embeddings, dtype=np.float64)
-    if e.ndim != 2 or e.shape[0] != len(nouns):
-        raise PSVLError(f"{len(nouns)} nouns but embeddings of shape {e.shape}")
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    close = (e @ e.T) >= threshold
-    return {n: [nouns[j] for j in np.flatnonzero(close[i] | (np.arange(len(nouns)) == i))]
-            for i, n in enumerate(nouns)}
 
 
 # --------------------------------------------------------------------------- verbs
