@@ -29,12 +29,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from zeroground.model.preprocess import SPECIAL_TOKENS, UNK
 from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, as_query_batch, read_out_spans
 
 MEMBERS_KEY = "ensemble_members"
 # Config fields that may differ between members: read-out settings and training-time-only inputs.
 _FREE_FIELDS = {"span_readout", "attention_ratio", "word_vectors", "word_vector_prompt", "freeze_word_vectors", "impl"}
-SPECIALS = ("<PAD>", "<UNK>", "<S>", "<E>")  # ids 0-3 in every vocabulary (zeroground.model.preprocess)
 
 
 class EnsembleModel(nn.Module):
@@ -52,7 +52,10 @@ class EnsembleModel(nn.Module):
         if id_maps is not None and len(id_maps) != len(members):
             raise ValueError(f"{len(id_maps)} word-id maps for {len(members)} members")
         self.members = nn.ModuleList(members)
-        self.id_maps = None if id_maps is None else [torch.as_tensor(m, dtype=torch.long) for m in id_maps]
+        # [M, V]; a buffer so it follows the model to its device (not saved: rebuilt from the vocabularies)
+        self.id_maps: Tensor | None
+        self.register_buffer("id_maps", None if id_maps is None else
+                             torch.stack([torch.as_tensor(m, dtype=torch.long) for m in id_maps]), persistent=False)
         self.cfg: ModelConfig = members[0].cfg
         for m in members:
             m.cfg = self.cfg  # one read-out setting for all (predict_with_readout changes it)
@@ -71,7 +74,7 @@ class EnsembleModel(nn.Module):
         if self.id_maps is not None:
             ids = as_query_batch(query).ids
             if ids is not None:
-                queries = [QueryBatch(ids=m.to(ids.device)[ids]) for m in self.id_maps]
+                queries = [QueryBatch(ids=m[ids]) for m in self.id_maps]
         outs = [m.ground(p, video_mask, q) for m, p, q in zip(self.members, parts, queries)]
         timestamps = torch.stack([o["timestamps"] for o in outs]).mean(0)  # [B, 2]
         weights = torch.stack([o["attention_weights"] for o in outs]).mean(0)  # [B, S]
@@ -149,16 +152,16 @@ def union_vocab(vocabs: Sequence[dict[str, int] | None], members: Sequence[Path]
     for m, v in zip(members, vocabs):
         if v is None:
             raise ModelDirError(f"{m} has no vocabulary, but other members' vocabularies differ")
-        bad = [s for i, s in enumerate(SPECIALS) if v.get(s) != i]
+        bad = [s for s, i in SPECIAL_TOKENS.items() if v.get(s) != i]
         if bad:
             raise ModelDirError(f"{m}/vocab.json does not hold the special tokens at ids 0-3 ({bad})")
-    words = sorted({w for v in vocabs for w in v if w not in SPECIALS})  # type: ignore[union-attr]
-    return {**{s: i for i, s in enumerate(SPECIALS)}, **{w: len(SPECIALS) + i for i, w in enumerate(words)}}
+    words = sorted({w for v in vocabs for w in v if w not in SPECIAL_TOKENS})  # type: ignore[union-attr]
+    return {**SPECIAL_TOKENS, **{w: len(SPECIAL_TOKENS) + i for i, w in enumerate(words)}}
 
 
 def member_id_map(ensemble_vocab: dict[str, int], member_vocab: dict[str, int]) -> Tensor:
     """``[V]`` long: ensemble word id -> the member's id for the same word (its ``<UNK>`` if unseen)."""
-    out = torch.full((max(ensemble_vocab.values()) + 1,), SPECIALS.index("<UNK>"), dtype=torch.long)
+    out = torch.full((max(ensemble_vocab.values()) + 1,), UNK, dtype=torch.long)
     for word, i in ensemble_vocab.items():
-        out[i] = member_vocab.get(word, SPECIALS.index("<UNK>"))
+        out[i] = member_vocab.get(word, UNK)
     return out

@@ -110,8 +110,7 @@ def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[s
             maps.append(member_id_map(vocab, own_vocab))
     if all(m is None for m in maps):
         return EnsembleModel(members)
-    identity = torch.arange(max(vocab.values()) + 1) if vocab else None
-    return EnsembleModel(members, [identity if m is None else m for m in maps])
+    return EnsembleModel(members, [member_id_map(vocab, vocab) if m is None else m for m in maps])
 
 
 def load_weights(directory: Path, cfg: ModelConfig) -> GroundingModel:
