@@ -19,7 +19,7 @@ from zeroground.demo.pipeline import (
     shipped_tiny_clip,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
     "train_videos": 4,

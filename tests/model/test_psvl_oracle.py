@@ -21,8 +21,8 @@ from zeroground.model.gru import fused_bigru, packed_bigru
 
 torch.set_num_threads(1)
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "psvl" / "oracle"
-PSEUDO_FILE = Path(__file__).resolve().parents[1] / "data" / "psvl" / "charades_train_pseudo_supervision_TEP_PS.json"
+ORACLE = Path(__file__).resolve().parents[3] / "shared" / "psvl" / "oracle"
+PSEUDO_FILE = Path(__file__).resolve().parents[2] / "data" / "psvl" / "charades_train_pseudo_supervision_TEP_PS.json"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tests.test_train import make_world, tiny_config
+from tests.train.test_loop import make_world, tiny_config
 from zeroground.model import ModelDirError, attention_spans, load_model_dir, predict_spans
 from zeroground.model.ensemble import EnsembleModel, save_ensemble_dir
 from zeroground.train.loop import TrainingInterrupted, insert_unknown_words, train

@@ -133,7 +133,7 @@ def test_pseudo_label_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr", "anet_psvl", "anet_lfvmr"])

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from zeroground.cli import app
 from zeroground.pseudo.text import TextError, simplification_agreement, simplify
 
-PSVL_TEST_FILE = Path(__file__).resolve().parents[1] / "data" / "psvl" / "charades_sta_test_pos_original_simple_sent.json"
+PSVL_TEST_FILE = Path(__file__).resolve().parents[2] / "data" / "psvl" / "charades_sta_test_pos_original_simple_sent.json"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PSVL_PSEUDO_FILE, PSVL_TEST_FILE
+from tests.conftest import PSVL_PSEUDO_FILE, PSVL_TEST_FILE
 from zeroground.data.annotations import (
     AnnotationError,
     Moment,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import PSVL_TEST_FILE
+from tests.conftest import PSVL_TEST_FILE
 from zeroground.cli import app
 from zeroground.data.annotations import Moment, read_psvl_json
 from zeroground.eval import PREDICTORS, baseline, evaluate_predictions, read_predictions
