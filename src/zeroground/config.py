@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from zeroground.errors import ZerogroundError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ZerogroundError, ValueError):
     """A config file or mapping does not fit its dataclass."""
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
+from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ PSVL_FIELDS: frozenset[str] = frozenset({"vid", "duration", "timestamp", "senten
 ACTIVITYNET_FIELDS: frozenset[str] = frozenset({"duration", "timestamps", "sentences"})
 
 
-class AnnotationError(ValueError):
+class AnnotationError(ZerogroundError, ValueError):
     """An annotation file is malformed; the message names the file and the line/item."""
 
 

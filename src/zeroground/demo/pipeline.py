@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 
 from zeroground.data.synthetic.world import WorldConfig, noun_vocabulary
+from zeroground.errors import ZerogroundError
 from zeroground.pseudo.lfvmr import LFVMRConfig
 from zeroground.pseudo.proposals import ProposalConfig
 from zeroground.pseudo.psvl import PSVLConfig
@@ -37,7 +38,7 @@ BASELINES = ("random", "prior", "clip_training_free")
 TRAINED = ("psvl", "lfvmr", "supervised")
 
 
-class DemoError(RuntimeError):
+class DemoError(ZerogroundError, RuntimeError):
     """A step of the demo failed; the message names the step."""
 
 

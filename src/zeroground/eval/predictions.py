@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_write_text
 
 RECORD_FIELDS = frozenset({"video", "query", "duration", "gt", "pred", "scores"})
 
 
-class PredictionsError(ValueError):
+class PredictionsError(ZerogroundError, ValueError):
     """A predictions file is malformed; the message names the file and the line."""
 
 

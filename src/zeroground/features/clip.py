@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -40,7 +42,7 @@ DEFAULT_TINY_WORDS = (
 ).split()
 
 
-class ClipError(RuntimeError):
+class ClipError(ZerogroundError, RuntimeError):
     """A CLIP encoder could not be loaded or used; the message says how to fix it."""
 
 

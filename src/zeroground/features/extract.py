@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
+
 if TYPE_CHECKING:  # pragma: no cover
     from zeroground.features.clip import ClipEncoder
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
 
-class ExtractError(ValueError):
+class ExtractError(ZerogroundError, ValueError):
     """Extraction cannot start (bad inputs, conflicting video ids); the message says why."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_path
 
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -35,7 +36,7 @@ WRITER_MARK = "zeroground_writer"
 NPY_ATTRS_FILE = "attrs.json"
 
 
-class FeatureError(ValueError):
+class FeatureError(ZerogroundError, ValueError):
     """A feature file or array is unusable; the message names the file and the video."""
 
 

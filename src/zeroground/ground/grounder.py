@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 from zeroground.ground.training_free import NMS_THRESHOLD, score_windows
 
 TRAINING_FREE = "training-free"
 
 
-class GroundError(ValueError):
+class GroundError(ZerogroundError, ValueError):
     """Grounding cannot run (bad query, model/encoder mismatch, ...); the message says why."""
 
 

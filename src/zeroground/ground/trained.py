@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 
-class TrainedModelError(ValueError):
+
+class TrainedModelError(ZerogroundError, ValueError):
     """The model directory cannot be used for grounding; the message says why."""
 
 

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from zeroground.config import from_dict, to_dict
+from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_path, atomic_write_json, atomic_write_text
 from zeroground.model.ensemble import MEMBERS_KEY, EnsembleModel, member_id_map
 from zeroground.model.preprocess import build_vocab
@@ -35,7 +36,7 @@ VOCAB_FILE = "vocab.json"
 FORMAT_VERSION = 1
 
 
-class ModelDirError(ValueError):
+class ModelDirError(ZerogroundError, ValueError):
     """A model directory or checkpoint that cannot be used, with the reason."""
 
 

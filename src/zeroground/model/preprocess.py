@@ -19,11 +19,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = {"<PAD>": PAD, "<UNK>": UNK, "<S>": BOS, "<E>": EOS}
 
 
-class EmptyQueryError(ValueError):
+class EmptyQueryError(ZerogroundError, ValueError):
     """A query with no tokens cannot be encoded (the reference would crash on it)."""
 
 

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from zeroground.errors import ZerogroundError
+
 SPECIALS = 4  # <PAD>, <UNK>, <S>, <E>: keep their own initialisation (PAD is never read)
 
 
-class WordVectorError(ValueError):
+class WordVectorError(ZerogroundError, ValueError):
     """Word vectors that do not fit the model."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 from zeroground.pseudo.lfvmr import LFVMRConfig, select_query_vector
 from zeroground.pseudo.proposals import ProposalConfig, propose_events_with
 from zeroground.pseudo.psvl import (
@@ -44,7 +45,7 @@ from zeroground.pseudo.psvl import (
 log = logging.getLogger(__name__)
 
 
-class PseudoLabelError(ValueError):
+class PseudoLabelError(ZerogroundError, ValueError):
     """Pseudo-labelling cannot run with the inputs given; the message says what is missing."""
 
 

@@ -27,11 +27,13 @@ from typing import Literal
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
+
 SelectionRule = Literal["medoid", "mean", "center", "random"]
 SELECTION_RULES: tuple[str, ...] = ("medoid", "mean", "center", "random")
 
 
-class LFVMRError(ValueError):
+class LFVMRError(ZerogroundError, ValueError):
     """Bad input for LFVMR pseudo queries."""
 
 

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
+
 
 RANKINGS: tuple[str, ...] = ("coherence", "atoms", "contrast")
 
 
-class ProposalError(ValueError):
+class ProposalError(ZerogroundError, ValueError):
     """Features or knobs that cannot give proposals."""
 
 

@@ -37,12 +37,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_write_json
 
 FrameLabels = list[list[tuple[str, float]]]  # per frame: [(label, score), ...]
 
 
-class PSVLError(ValueError):
+class PSVLError(ZerogroundError, ValueError):
     """Bad input for PSVL pseudo queries; the message names the file and the item."""
 
 

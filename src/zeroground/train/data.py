@@ -13,11 +13,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from zeroground.errors import ZerogroundError
 from zeroground.model.preprocess import encode_queries, segment_batch
 from zeroground.model.psvl import ModelConfig, QueryBatch
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(ZerogroundError, ValueError):
     """Training or evaluation inputs that do not fit together (message says what and where)."""
 
 

@@ -25,8 +25,10 @@ from typing import Iterator
 
 import numpy as np
 
+from zeroground.errors import ZerogroundError
 
-class VideoError(ValueError):
+
+class VideoError(ZerogroundError, ValueError):
     """A video could not be opened or decoded; the message names the file."""
 
 
