@@ -136,13 +136,32 @@ def load_config(path: str | Path, cls: type[T], overrides: dict[str, Any] | None
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return from_dict(cls, apply_overrides(data, overrides), where=str(path))
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.epochs=5", "model.hidden=64"]`` → {dotted key: YAML-parsed value} (``--set``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value (e.g. train.epochs=5)")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (``"train.epochs"``) in the nested mapping ``data`` (in place; returned)."""
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node.setdefault(key, {})
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted}: {key} is a value, not a section")
+            node = child
         node[leaf] = value
-    return from_dict(cls, data, where=str(path))
+    return data
 
 
 def save_config(obj: Any, path: str | Path) -> Path:

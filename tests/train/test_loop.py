@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from zeroground.model import load_model_dir, predict_spans
-from zeroground.train.config import TrainConfig, parse_overrides
+from zeroground.config import parse_overrides
+from zeroground.train.config import TrainConfig
 from zeroground.train.data import TrainingDataError
 from zeroground.train.loop import TrainingInterrupted, train
 
@@ -127,7 +128,7 @@ def test_clip_query_training_with_lfvmr_noise(world, tmp_path: Path) -> None:
     vectors = np.stack([sum(_direction(w) for w in it["tokens"]) for it in items]).astype(np.float32)
     np.save(tmp_path / "q.npy", vectors)
     cfg = tiny_config(feats, ann, **{"model.query_encoder": "clip", "data.query_vectors": str(tmp_path / "q.npy"),
-                                     "train.query_noise": "lfvmr", "train.query_noise_xi": 0.3,
+                                     "train.query_noise": "lafite", "train.query_noise_level": 0.3,
                                      "train.epochs": 2, "train.plot": False})
     model_dir = train(cfg, tmp_path / "run", progress=False, log=None)
     model, mcfg, vocab = load_model_dir(model_dir)
@@ -139,8 +140,8 @@ def test_clip_query_training_with_lfvmr_noise(world, tmp_path: Path) -> None:
 
 
 def test_overrides_parse_yaml_values() -> None:
-    assert parse_overrides(["train.epochs=5", "data.features=/x/y", "train.betas=[0.8, 0.9]"]) == {
-        "train.epochs": 5, "data.features": "/x/y", "train.betas": [0.8, 0.9]}
+    assert parse_overrides(["train.epochs=5", "data.video_features=/x/y", "train.betas=[0.8, 0.9]"]) == {
+        "train.epochs": 5, "data.video_features": "/x/y", "train.betas": [0.8, 0.9]}
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["train.epochs"])
 

@@ -61,13 +61,14 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, "--resume", help=(
         "Continue the killed run in RUN_DIR from its last checkpoint (uses its saved config).")),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=(
-        "Override a config value, e.g. --set data.features=FEATS --set train.epochs=10 (repeatable).")),
+        "Override a config value, e.g. --set data.video_features=FEATS --set train.epochs=10 (repeatable).")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train a grounding model (query encoders: tokens, clip). Final weights → OUT/model."""
+    """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
     with _user_errors():
-        from zeroground.train.config import TrainConfig, load_train_config, parse_overrides
-        from zeroground.train.loop import train
+        from zeroground.config import parse_overrides
+        from zeroground.train.config import load_train_config
+        from zeroground.train.members import load_run_config, train_ensemble
 
         overrides = parse_overrides(set_)
         if resume is not None:
@@ -76,12 +77,12 @@ def train_cmd(
             out = resume
             if config is not None or overrides:
                 typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
-            cfg = TrainConfig()
+            cfg = load_run_config(resume)
         else:
             if config is None or out is None:
                 raise ValueError("give --config CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR to continue a run)")
             cfg = load_train_config(config, overrides)
-        model_dir = train(cfg, out, resume=resume is not None, progress=not quiet)
+        model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
     typer.echo(f"model written to {model_dir}")
 
 

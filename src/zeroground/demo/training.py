@@ -110,7 +110,7 @@ def train_demo_model(method: str, train_files: Path | Sequence[Path], features: 
                           localization_loss_weight=tc.localization_loss_weight,
                           num_threads=tc.num_threads,
                           query_noise="lfvmr" if method == "lfvmr" and tc.noise_level > 0 else "none",
-                          query_noise_xi=tc.noise_level if method == "lfvmr" else 0.0,
+                          query_noise_level=tc.noise_level if method == "lfvmr" else 0.0,
                           word_dropout=cfg.psvl_training.word_dropout if method == "psvl" else 0.0,
                           word_insertion=cfg.psvl_training.word_insertion if method == "psvl" else 0.0,
                           average_last_epochs=cfg.psvl_training.average_last_epochs if method == "psvl" else 0,

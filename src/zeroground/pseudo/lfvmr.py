@@ -6,7 +6,7 @@ describing that event. No words are generated; the grounding model's query side
 takes one CLIP-space vector. At test time the same query side takes the CLIP text
 embedding of the real sentence.
 
-Two pieces live here:
+One piece lives here:
 
 * :func:`select_query_vector` -- which CLIP vector of the event becomes its pseudo
   query. The paper picks a "dominant" frame feature of the proposal with a learned
@@ -14,10 +14,8 @@ Two pieces live here:
   (``PSEUDO.npy``), so it uses a fixed rule with the same intent: the *medoid*
   frame, the one most similar on average to all frames of the event (see
   docs/methods.md for the reasoning and the other rules offered).
-* :func:`perturb_clip_vectors` -- Lafite-style feature noise applied at *training*
-  time to every pseudo query, so the model learns to accept vectors near, not
-  exactly at, image features; a text embedding then falls inside that neighbourhood
-  more often (the "modality gap").
+The Lafite-style noise applied to these queries at *training* time lives with the
+trainer (``zeroground.train.noise``, ``train.query_noise: lafite``).
 """
 
 from __future__ import annotations
@@ -42,9 +40,6 @@ class LFVMRConfig:
     """LFVMR pseudo-query knobs (documented in docs/methods.md)."""
 
     selection: str = "medoid"   # one of SELECTION_RULES
-    # xi of the Lafite noise. Recorded with the pseudo-labels for reference only: noise is
-    # applied by the trainer at every step (training config train.query_noise_xi).
-    noise_level: float = 0.1
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -78,33 +73,3 @@ def select_query_vector(frames: np.ndarray, rule: str = "medoid",
         sim = unit @ unit.T  # [n, n]
         chosen = unit[int(sim.mean(1).argmax())]
     return _unit(chosen).astype(np.float32)
-
-
-def lafite_noise(h, xi: float, generator=None):
-    """The perturbation ``xi * eps * ||h|| / ||eps||`` (``eps ~ N(0, I)``) for each row of ``h`` [N, D].
-
-    Its norm is exactly ``xi * ||h||`` per row: the noise is relative to the vector,
-    so xi means the same thing for any feature scale.
-    """
-    import torch
-
-    eps = torch.randn(h.shape, generator=generator, dtype=h.dtype, device=h.device)  # [N, D]
-    scale = h.norm(dim=-1, keepdim=True) / eps.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return xi * eps * scale
-
-
-def perturb_clip_vectors(h, xi: float, generator=None):
-    """Lafite noise then L2 re-normalisation: ``normalize(h + xi * eps * ||h|| / ||eps||)``.
-
-    ``h`` is a float tensor ``[N, D]`` (CLIP-space pseudo queries); returns ``[N, D]`` unit
-    rows. ``xi = 0`` returns the normalised input. Pass a ``torch.Generator`` for
-    reproducible noise.
-    """
-    import torch
-
-    if xi < 0:
-        raise LFVMRError(f"noise level xi must be >= 0, found {xi}")
-    if h.dim() != 2:
-        raise LFVMRError(f"expected CLIP vectors [N, D], found shape {tuple(h.shape)}")
-    out = h if xi == 0 else h + lafite_noise(h, xi, generator)
-    return torch.nn.functional.normalize(out, dim=-1)

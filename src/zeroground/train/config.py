@@ -20,7 +20,7 @@ class DataConfig:
     """Training data. The annotation file may hold PSVL pseudo-labels or true spans."""
 
     train_annotations: str = "PATH/TO/charades_train_pseudo_supervision_TEP_PS.json"
-    features: str = "PATH/TO/charades_i3d_features"  # folder of <vid>.npy or one .h5
+    video_features: str = "PATH/TO/charades_i3d_features"  # folder of <vid>.npy or one .h5
     format: str = "auto"  # annotation reader: auto | psvl | charades_sta | activitynet
     durations: str | None = None  # per-video durations (Charades-STA text files only)
     # CLIP-space query vectors, float32 [N, Dc] aligned with the annotation file order
@@ -50,10 +50,10 @@ class OptimConfig:
     localization_loss_weight: float = 1.0
     seed: int = 38
     num_threads: int | None = None  # torch threads; None = torch's default
-    # Per-sample perturbation of CLIP-space query vectors each step (LFVMR), by name
-    # (see zeroground.train.loop.QUERY_NOISE); xi = relative noise level.
+    # Per-sample perturbation of CLIP-space query vectors each step, by name
+    # (zeroground.train.noise.QUERY_NOISE: none | lafite | gaussian) and level.
     query_noise: str = "none"
-    query_noise_xi: float = 0.0
+    query_noise_level: float = 0.0
     # Probability of replacing each word of a token query with <UNK> during training (0 = PSVL).
     # Test sentences carry words the pseudo queries never had ("woman", "room"); the reference
     # maps them to <UNK>, whose embedding training never touched. Word dropout trains that
@@ -67,6 +67,13 @@ class OptimConfig:
     # Save the average of the weights at the end of each of the last k epochs instead of the
     # final ones (stochastic weight averaging, Izmailov et al. 2018); 0 = the final weights (PSVL).
     average_last_epochs: int = 0
+    # Ensemble (zeroground.train.members): `ensemble` runs of this recipe with seeds seed,
+    # seed + 1, ..., read out as one model with their attention averaged (zeroground.model.ensemble).
+    ensemble: int = 1
+    # Bagging: member k trains on its own pseudo-label draw, draw_path(data.train_annotations, k)
+    # (<stem>.draw<k>.json beside the file; `fit` writes them with pseudo-label seed seed + k),
+    # so the members' label noise differs and averages out. Member 0 reads the file itself.
+    bagging: bool = False
     val_every: int = 1  # epochs between validation passes (when val_annotations is set)
     val_batch_size: int = 256
     plot: bool = True
@@ -77,19 +84,6 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
-
-
-def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """``["train.epochs=5", "model.hidden=64"]`` → {dotted key: YAML-parsed value}."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"override {pair!r} is not of the form key=value (e.g. train.epochs=5)")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

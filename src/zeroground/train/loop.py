@@ -31,6 +31,7 @@ from zeroground.model.model_dir import save_model_dir
 from zeroground.model.preprocess import build_vocab
 from zeroground.model.psvl import GroundingModel, QueryBatch, grounding_loss
 from zeroground.train.config import TrainConfig
+from zeroground.train.noise import QUERY_NOISE
 from zeroground.train.data import (
     GroundingData,
     TrainingDataError,
@@ -47,26 +48,6 @@ PLOT_FILE = "training.png"
 
 class TrainingInterrupted(RuntimeError):
     """Raised by the ``stop_after_steps`` hook: simulates a kill in the middle of a run."""
-
-
-def _perturb_inline(h: torch.Tensor, xi: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """normalise(h + xi·eps·‖h‖/‖eps‖), eps ~ N(0, I) — used if the LFVMR module is absent."""
-    eps = torch.randn(h.shape, generator=generator, dtype=h.dtype)
-    noise = xi * eps * h.norm(dim=-1, keepdim=True) / eps.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return torch.nn.functional.normalize(h + noise, dim=-1)
-
-
-def perturb_clip_vectors(h: torch.Tensor, xi: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """LFVMR's per-sample query noise (``zeroground.pseudo.lfvmr`` when present)."""
-    try:
-        from zeroground.pseudo.lfvmr import perturb_clip_vectors as lfvmr_perturb
-    except ImportError:
-        lfvmr_perturb = _perturb_inline
-    return lfvmr_perturb(h, xi, generator)
-
-
-NoiseHook = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-QUERY_NOISE: dict[str, NoiseHook | None] = {"none": None, "lfvmr": perturb_clip_vectors}
 
 
 def drop_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -97,7 +78,7 @@ def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator
 
 def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], m, log) -> None:
     """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
-    from zeroground.features.clip import load_clip
+    from zeroground.video_features.clip import load_clip
     from zeroground.model.word_vectors import WordVectorError, init_word_vectors
 
     try:
@@ -131,14 +112,14 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
                                 f"({cfg.train.epochs}), found {cfg.train.average_last_epochs}")
     if cfg.train.query_noise not in QUERY_NOISE:
         raise TrainingDataError(f"unknown train.query_noise {cfg.train.query_noise!r}; choose one of {sorted(QUERY_NOISE)}")
-    from zeroground.features.store import FeatureStore
+    from zeroground.video_features.store import FeatureStore
 
-    if not Path(d.features).exists():
-        raise TrainingDataError(f"feature store not found: {d.features} (set data.features)")
-    store_dim = FeatureStore.open(d.features).dim
+    if not Path(d.video_features).exists():
+        raise TrainingDataError(f"feature store not found: {d.video_features} (set data.video_features)")
+    store_dim = FeatureStore.open(d.video_features).dim
     if store_dim != m.video_dim:
         raise TrainingDataError(
-            f"{d.features}: features are {store_dim}-d but model.video_dim is {m.video_dim}; "
+            f"{d.video_features}: features are {store_dim}-d but model.video_dim is {m.video_dim}; "
             f"set model.video_dim: {store_dim} or use other features"
         )
     if not Path(d.train_annotations).exists():
@@ -146,7 +127,7 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
     moments = _read_moments(d.train_annotations, d.format, d.durations)
     if not moments:
         raise TrainingDataError(f"{d.train_annotations}: no annotations")
-    store = open_features_for(d.features, m, [x.video for x in moments])
+    store = open_features_for(d.video_features, m, [x.video for x in moments])
     vocab = None
     vectors = None
     if m.query_encoder == "tokens":
@@ -167,12 +148,12 @@ def _prepare_validation(cfg: TrainConfig, vocab: dict[str, int] | None):
     if not d.val_annotations:
         return None
     moments = _read_moments(d.val_annotations, d.val_format, d.val_durations)
-    store = open_features_for(d.val_features or d.features, m, [x.video for x in moments])
+    store = open_features_for(d.val_features or d.video_features, m, [x.video for x in moments])
     vectors = None
     if m.query_encoder == "clip":
         if not m.text_encoder:
             raise TrainingDataError("validation of a clip-query model needs model.text_encoder (CLIP path/name)")
-        from zeroground.features.clip import load_clip
+        from zeroground.video_features.clip import load_clip
 
         vectors = load_clip(m.text_encoder).encode_texts([x.sentence or " ".join(x.tokens or []) for x in moments])
     return build_grounding_data(moments, store, m, vocab, vectors, d.val_annotations, preload=True)
@@ -340,7 +321,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             batch = make_batch(data, idx, cfg.model, rng)
             query = batch.query
             if noise is not None and query.vectors is not None:
-                query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_xi, noise_gen))
+                query = QueryBatch(vectors=noise(query.vectors, tc.query_noise_level, noise_gen))
             if tc.word_dropout > 0 and query.ids is not None:
                 query = QueryBatch(ids=drop_words(query.ids, tc.word_dropout, noise_gen))
             if tc.word_insertion > 0 and query.ids is not None:
@@ -374,9 +355,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
     model.eval()
     metadata = {
         "source": "zeroground-train", "epochs": tc.epochs, "seed": tc.seed,
-        "train_annotations": cfg.data.train_annotations, "features": cfg.data.features,
+        "train_annotations": cfg.data.train_annotations, "features": cfg.data.video_features,
     }
-    metadata.update(_feature_provenance(cfg.data.features))
+    metadata.update(_feature_provenance(cfg.data.video_features))
     return save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata)
 
 
@@ -384,7 +365,7 @@ def _feature_provenance(features: str) -> dict[str, Any]:
     """The encoder and fps a feature store records (``zeroground extract`` writes both), as
     ``video_encoder`` / ``feature_fps`` model metadata: ``zeroground ground`` then encodes new
     videos with the right encoder without being told (token models record no CLIP otherwise)."""
-    from zeroground.features.store import FeatureStore
+    from zeroground.video_features.store import FeatureStore
 
     attrs = FeatureStore.open(features).attrs
     out: dict[str, Any] = {}

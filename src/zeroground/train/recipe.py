@@ -1,0 +1,100 @@
+"""Recipes: named YAML files listing only what they change from the library defaults.
+
+A recipe decides everything about a ``fit`` run that is not the data: frames per second,
+pseudo-labelling (``pseudo``: ``PseudoLabelConfig``), the model (``model``: ``ModelConfig``)
+and training (``train``: ``OptimConfig``, ensembles and bagging included). The shipped
+recipes live in ``zeroground/recipes/*.yaml`` (``configs/recipes`` in a checkout); the
+first comment line of each is its one-line summary (``zeroground recipes``), and every
+change carries its reason as a comment. A recipe may also be any YAML file of the same form.
+
+The value ``encoder`` (:data:`ENCODER`) stands for the run's ``--encoder``: e.g.
+``model.word_vectors: encoder`` starts the word embeddings at that encoder's text embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zeroground.config import ConfigError, apply_overrides, from_dict
+from zeroground.model.psvl import ModelConfig
+from zeroground.pseudo.label import PseudoLabelConfig
+from zeroground.train.config import OptimConfig
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+ENCODER = "encoder"  # a recipe value meaning "the --encoder of this run"
+
+
+@dataclass
+class Recipe:
+    """Everything a ``fit`` run decides besides its videos and encoder."""
+
+    fps: float = 1.0  # frames per second decoded and encoded (zeroground.features.extract)
+    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class LoadedRecipe:
+    name: str
+    recipe: Recipe
+    changes: dict[str, Any]  # the mapping as written (plus overrides): what differs from the defaults
+    source: Path | None
+
+
+def recipe_names() -> list[str]:
+    """Names of the shipped recipes, sorted."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_file: str | Path) -> Path:
+    """A shipped recipe's file by name, or the file itself; a clear error otherwise."""
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    shipped = RECIPE_DIR / f"{name_or_file}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown recipe {str(name_or_file)!r}; shipped recipes: {', '.join(recipe_names())} "
+                          "(or give a YAML file)")
+    return shipped
+
+
+def recipe_summary(path: Path) -> str:
+    """The first comment line of a recipe file (its one-line description)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
+def load_recipe(name_or_file: str | Path, overrides: dict[str, Any] | None = None) -> LoadedRecipe:
+    """Read a recipe (shipped name or YAML file) and apply dotted ``overrides`` on top.
+
+    Unknown fields are errors naming the field and the allowed ones."""
+    path = recipe_path(name_or_file)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections (fps, pseudo, model, train)")
+    changes = apply_overrides(copy.deepcopy(data), overrides)
+    recipe = from_dict(Recipe, copy.deepcopy(changes), where=f"recipe {path.stem}")
+    return LoadedRecipe(path.stem, recipe, changes, path)
+
+
+def changed(changes: dict[str, Any], dotted: str) -> bool:
+    """Whether the recipe itself sets ``dotted`` (e.g. ``"model.video_dim"``)."""
+    node: Any = changes
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
