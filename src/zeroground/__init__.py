@@ -9,3 +9,10 @@ shell over the library functions of each stage.
 """
 
 __version__ = "0.1.0"
+
+
+def fit(*args, **kwargs):
+    """Unlabeled videos → a ready model directory: :func:`zeroground.train.fit.fit`."""
+    from zeroground.train.fit import fit as _fit
+
+    return _fit(*args, **kwargs)

@@ -6,13 +6,12 @@ a missing video) is printed as one clear line and exits with code 2, without a t
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli import CommandLineError, app
 
 _METRIC_ORDER = ("R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "R5@0.1", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU")
 
@@ -25,19 +24,6 @@ def _baseline_names() -> str:
 
 _BASELINE_NAMES = _baseline_names()
 
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the library's expected input errors into a one-line message and exit code 2."""
-    from zeroground.data.annotations import AnnotationError
-    from zeroground.eval.predictions import PredictionsError
-    from zeroground.features.store import FeatureError
-
-    try:
-        yield
-    except (AnnotationError, FeatureError, PredictionsError, ValueError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 def print_metrics_table(rows: dict[str, dict[str, float]], title: str = "Grounding metrics (%)") -> None:
@@ -83,8 +69,7 @@ def score(
     """
     from zeroground.eval.predictions import metrics_path_for, score as score_file
 
-    with _user_errors():
-        metrics = score_file(predictions, out)
+    metrics = score_file(predictions, out)
     print_metrics_table({predictions.name: metrics})
     typer.echo(f"metrics written to {out or metrics_path_for(predictions)}")
 
@@ -110,12 +95,11 @@ def baseline(
     from zeroground.eval.baselines import baseline as run_baseline
     from zeroground.eval.predictions import score as score_file, write_predictions
 
-    with _user_errors():
-        moments = _read(annotations, fmt, durations, out_of_range)
-        reference = _read(train, "auto", durations, out_of_range) if train is not None else None
-        records = run_baseline(name, moments, top_k=top_k, seed=seed, train=reference, grid=grid, span=span)
-        write_predictions(out, records)
-        metrics = score_file(out)
+    moments = _read(annotations, fmt, durations, out_of_range)
+    reference = _read(train, "auto", durations, out_of_range) if train is not None else None
+    records = run_baseline(name, moments, top_k=top_k, seed=seed, train=reference, grid=grid, span=span)
+    write_predictions(out, records)
+    metrics = score_file(out)
     print_metrics_table({name: metrics}, title=f"{name} baseline, {len(records)} queries (%)")
     typer.echo(f"annotations {annotations}; predictions written to {out}, metrics beside it")
 
@@ -132,9 +116,8 @@ def convert(
     """Convert annotations between Charades-STA text, ActivityNet Captions JSON and PSVL JSON."""
     from zeroground.data.annotations import write_annotations
 
-    with _user_errors():
-        moments = _read(src, fmt, durations, out_of_range)
-        write_annotations(moments, dst, format=to)
+    moments = _read(src, fmt, durations, out_of_range)
+    write_annotations(moments, dst, format=to)
     typer.echo(f"{len(moments)} queries written to {dst} ({to})")
 
 
@@ -150,30 +133,29 @@ def inspect(
     from rich.console import Console
 
     console = Console(soft_wrap=True)
-    with _user_errors():
-        if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
-            from zeroground.features.store import FeatureStore
+    if path.is_dir() or path.suffix.lower() in (".h5", ".hdf5"):
+        from zeroground.features.store import FeatureStore
 
-            with FeatureStore.open(path) as store:
-                console.print(f"[bold]{path}[/]: {len(store)} videos, dim {store.dim}, attrs {store.attrs}")
-                store.check_shapes()
-                lengths = [store.shape(v)[0] for v in store.video_ids]
-                if lengths:
-                    console.print(f"time steps per video: min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}")
-                if annotations is not None:
-                    moments = _read(annotations, "auto", durations, out_of_range)
-                    store.require(m.video for m in moments)
-                    console.print(f"covers all {len({m.video for m in moments})} videos of {annotations}")
-            return
-        import numpy as np
+        with FeatureStore.open(path) as store:
+            console.print(f"[bold]{path}[/]: {len(store)} videos, dim {store.dim}, attrs {store.attrs}")
+            store.check_shapes()
+            lengths = [store.shape(v)[0] for v in store.video_ids]
+            if lengths:
+                console.print(f"time steps per video: min {min(lengths)}, median {sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}")
+            if annotations is not None:
+                moments = _read(annotations, "auto", durations, out_of_range)
+                store.require(m.video for m in moments)
+                console.print(f"covers all {len({m.video for m in moments})} videos of {annotations}")
+        return
+    import numpy as np
 
-        moments = _read(path, fmt, durations, out_of_range)
-        spans = np.array([m.span_normalized for m in moments])  # [N, 2]
-        lengths = spans[:, 1] - spans[:, 0]
-        console.print(f"[bold]{path}[/]: {len(moments)} queries over {len({m.video for m in moments})} videos")
-        console.print(
-            f"normalised start mean {spans[:, 0].mean():.3f}, end mean {spans[:, 1].mean():.3f}, "
-            f"length mean {lengths.mean():.3f} (median {np.median(lengths):.3f})"
-        )
-        with_sentence = sum(m.sentence is not None for m in moments)
-        console.print(f"{with_sentence} with a sentence, {sum(m.tokens is not None for m in moments)} with tokens")
+    moments = _read(path, fmt, durations, out_of_range)
+    spans = np.array([m.span_normalized for m in moments])  # [N, 2]
+    lengths = spans[:, 1] - spans[:, 0]
+    console.print(f"[bold]{path}[/]: {len(moments)} queries over {len({m.video for m in moments})} videos")
+    console.print(
+        f"normalised start mean {spans[:, 0].mean():.3f}, end mean {spans[:, 1].mean():.3f}, "
+        f"length mean {lengths.mean():.3f} (median {np.median(lengths):.3f})"
+    )
+    with_sentence = sum(m.sentence is not None for m in moments)
+    console.print(f"{with_sentence} with a sentence, {sum(m.tokens is not None for m in moments)} with tokens")

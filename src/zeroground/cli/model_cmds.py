@@ -6,33 +6,15 @@ Thin shells over ``zeroground.model.import_psvl``, ``zeroground.train.loop.train
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli import CommandLineError, app
 
 _QUERY_ENCODERS = "tokens, clip"  # keys of zeroground.model.QUERY_ENCODERS (kept literal: --help stays instant)
 
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Library errors about the user's input → 'error: …' and exit code 2, no traceback."""
-    from zeroground.config import ConfigError
-
-    try:
-        yield
-    except Exception as exc:  # noqa: BLE001 - only the expected kinds are turned into messages
-        # ClipError (CLIP weights not on this machine) and TextError (spaCy model missing)
-        # are RuntimeErrors of other stages: matched by name to keep their imports lazy.
-        expected = isinstance(exc, (ConfigError, ValueError, FileNotFoundError)) or \
-            type(exc).__name__ in {"ClipError", "TextError"}
-        if not expected:
-            raise
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command("import-psvl")
@@ -45,10 +27,9 @@ def import_psvl_cmd(
     video_dim: Optional[int] = typer.Option(None, "--video-dim", help="Expected feature dimension (checked)."),
 ) -> None:
     """Convert a released PSVL checkpoint into a zeroground model directory."""
-    with _user_errors():
-        from zeroground.model import import_psvl
+    from zeroground.model import import_psvl
 
-        path = import_psvl(checkpoint, train_annotations, out, video_dim=video_dim)
+    path = import_psvl(checkpoint, train_annotations, out, video_dim=video_dim)
     typer.echo(f"wrote model directory {path}")
 
 
@@ -65,24 +46,23 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
-    with _user_errors():
-        from zeroground.config import parse_overrides
-        from zeroground.train.config import load_train_config
-        from zeroground.train.members import load_run_config, train_ensemble
+    from zeroground.config import parse_overrides
+    from zeroground.train.config import load_train_config
+    from zeroground.train.members import load_run_config, train_ensemble
 
-        overrides = parse_overrides(set_)
-        if resume is not None:
-            if out is not None and out.resolve() != resume.resolve():
-                raise ValueError(f"--out {out} and --resume {resume} name different run directories")
-            out = resume
-            if config is not None or overrides:
-                typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
-            cfg = load_run_config(resume)
-        else:
-            if config is None or out is None:
-                raise ValueError("give --config CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR to continue a run)")
-            cfg = load_train_config(config, overrides)
-        model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
+    overrides = parse_overrides(set_)
+    if resume is not None:
+        if out is not None and out.resolve() != resume.resolve():
+            raise CommandLineError(f"--out {out} and --resume {resume} name different run directories")
+        out = resume
+        if config is not None or overrides:
+            typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
+        cfg = load_run_config(resume)
+    else:
+        if config is None or out is None:
+            raise CommandLineError("give --config CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR to continue a run)")
+        cfg = load_train_config(config, overrides)
+    model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
     typer.echo(f"model written to {model_dir}")
 
 
@@ -100,11 +80,10 @@ def evaluate_cmd(
     batch_size: int = typer.Option(256, "--batch-size"),
 ) -> None:
     """Ground every test query; write predictions (seconds) and metrics, print the table."""
-    with _user_errors():
-        from zeroground.train.evaluate import evaluate
+    from zeroground.train.evaluate import evaluate
 
-        metrics = evaluate(model, features, annotations, out, format=format, durations=durations,
-                           text_encoder=text_encoder, batch_size=batch_size, progress=True)
+    metrics = evaluate(model, features, annotations, out, format=format, durations=durations,
+                       text_encoder=text_encoder, batch_size=batch_size, progress=True)
     try:
         from zeroground.cli.data_cmds import print_metrics_table
 
@@ -123,8 +102,7 @@ def ensemble_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble model directory to write (replaced if it exists)."),
 ) -> None:
     """Combine trained models into one model directory whose outputs are their means."""
-    with _user_errors():
-        from zeroground.model.ensemble import save_ensemble_dir
+    from zeroground.model.ensemble import save_ensemble_dir
 
-        path = save_ensemble_dir(out, members)
+    path = save_ensemble_dir(out, members)
     typer.echo(f"wrote ensemble of {len(members)} models to {path}")

@@ -6,26 +6,15 @@ with code 2 (no traceback).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli import CommandLineError, app
 
 _METHODS = "psvl, lfvmr"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
 
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    from zeroground.config import ConfigError
-
-    try:
-        yield
-    except (ValueError, FileNotFoundError, ConfigError) as exc:  # library errors subclass ValueError
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command("pseudo-label")
@@ -57,15 +46,14 @@ def pseudo_label(
     from zeroground.config import load_config
     from zeroground.pseudo.label import PseudoLabelConfig, pseudo_label as run
 
-    with _user_errors():
-        cfg = load_config(config, PseudoLabelConfig) if config else None
-        if method is None and cfg is None:
-            raise ValueError("give --method (psvl or lfvmr) or a --config that names one")
-        resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
-                       detections=detections, clip=clip, corpus=corpus, query_features=query_features,
-                       num_clusters=num_clusters, min_len=min_len, max_len=max_len,
-                       max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection,
-                       verb_source=verb_source, keep_events=keep_events)
+    cfg = load_config(config, PseudoLabelConfig) if config else None
+    if method is None and cfg is None:
+        raise CommandLineError("give --method (psvl or lfvmr) or a --config that names one")
+    resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
+                   detections=detections, clip=clip, corpus=corpus, query_features=query_features,
+                   num_clusters=num_clusters, min_len=min_len, max_len=max_len,
+                   max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection,
+                   verb_source=verb_source, keep_events=keep_events)
     typer.echo(f"wrote {out} ({resolved.method}); config: {Path(out).with_name(Path(out).stem + '.config.yaml')}")
 
 
@@ -84,8 +72,7 @@ def inspect_pseudo(
     """
     from zeroground.pseudo.report import inspect_pseudo as run
 
-    with _user_errors():
-        report = run(pseudo, annotations, png=png, top_k_tokens=top)
+    report = run(pseudo, annotations, png=png, top_k_tokens=top)
     typer.echo(report.to_text())
 
 
@@ -97,16 +84,15 @@ def simplify(
     """Print the lemmatised verbs and nouns of each query (spaCy), one query per line."""
     from zeroground.pseudo.text import simplify as run
 
-    with _user_errors():
-        if (sentence is None) == (file is None):
-            raise ValueError("give exactly one of SENTENCE or --file FILE")
-        if file is not None:
-            if not file.is_file():
-                raise ValueError(f"{file}: file not found")
-            sentences = [ln for ln in file.read_text().splitlines() if ln.strip()]
-            if not sentences:
-                raise ValueError(f"{file}: no sentences (expected one per line)")
-        else:
-            sentences = [sentence]
-        for tokens in run(sentences):
-            typer.echo(" ".join(tokens))
+    if (sentence is None) == (file is None):
+        raise CommandLineError("give exactly one of SENTENCE or --file FILE")
+    if file is not None:
+        if not file.is_file():
+            raise CommandLineError(f"{file}: file not found")
+        sentences = [ln for ln in file.read_text().splitlines() if ln.strip()]
+        if not sentences:
+            raise CommandLineError(f"{file}: no sentences (expected one per line)")
+    else:
+        sentences = [sentence]
+    for tokens in run(sentences):
+        typer.echo(" ".join(tokens))

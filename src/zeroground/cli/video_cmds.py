@@ -9,13 +9,12 @@ corrupt or unreadable video (the others were extracted).
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli import CommandLineError, app
 
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
@@ -25,20 +24,6 @@ _ENCODER_HELP = (
     "Hugging Face cache (e.g. openai/clip-vit-base-patch32). Nothing is downloaded."
 )
 
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Expected errors (bad files, missing weights, mismatched models) -> one line, exit 2."""
-    from zeroground.features.clip import ClipError
-    from zeroground.features.extract import ExtractError
-    from zeroground.features.store import FeatureError
-    from zeroground.video.decode import VideoError
-
-    try:
-        yield
-    except (ClipError, ExtractError, FeatureError, VideoError, ValueError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @app.command("extract")
@@ -61,11 +46,10 @@ def extract(
     """
     from zeroground.features.extract import extract as run_extract
 
-    with _user_errors():
-        report = run_extract(
-            inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet,
-            decode_workers=workers,
-        )
+    report = run_extract(
+        inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet,
+        decode_workers=workers,
+    )
     rate = report.frames_per_second
     typer.echo(
         f"{out}: {len(report.extracted)} video(s) extracted ({report.frames} frames, {rate:.1f} frames/s), "
@@ -99,12 +83,11 @@ def clip_baseline(
     from zeroground.features.store import FeatureStore
     from zeroground.ground.training_free import clip_training_free
 
-    with _user_errors():
-        moments = read_annotations(annotations, format=fmt, durations=durations)
-        with FeatureStore.open(features) as store:
-            records = clip_training_free(store, moments, encoder, top_k=top_k)
-        write_predictions(out, records)
-        metrics = evaluate_predictions(records)
+    moments = read_annotations(annotations, format=fmt, durations=durations)
+    with FeatureStore.open(features) as store:
+        records = clip_training_free(store, moments, encoder, top_k=top_k)
+    write_predictions(out, records)
+    metrics = evaluate_predictions(records)
     from zeroground.cli.data_cmds import print_metrics_table
 
     print_metrics_table({"clip-training-free": metrics})
@@ -129,9 +112,8 @@ def ground(
     """
     from zeroground.ground.grounder import Grounder
 
-    with _user_errors():  # GroundError, TrainedModelError, TextError are ValueErrors
-        grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir)
-        spans = grounder.ground(video, query, top_k=top_k)
+    grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir)
+    spans = grounder.ground(video, query, top_k=top_k)
     typer.echo(f"{video.name}: {query!r}")
     typer.echo(f"{'rank':>4}  {'start':>8}  {'end':>8}  {'score':>7}  source")
     for i, s in enumerate(spans, 1):

@@ -1,0 +1,292 @@
+"""``zeroground fit``: unlabeled videos → a ready model directory, in one call.
+
+    videos ──extract──▶ RUN_DIR/features.h5 ──pseudo-label──▶ RUN_DIR/pseudo/<method>[.draw<k>].json
+           ──train members──▶ RUN_DIR/train/[member_<k>/] ──ensemble──▶ RUN_DIR/model
+
+Every stage keeps its output in RUN_DIR and is skipped when that output is complete;
+each writes atomically (features per video, pseudo-labels per draw, training per
+epoch checkpoint), so a run killed at any point and started again with the same
+arguments resumes where it stopped and ends with the model an uninterrupted run makes.
+``RUN_DIR/recipe.yaml`` holds the resolved recipe; a run directory refuses another one.
+
+Every input is checked before any work: videos or features exist, the recipe's fields
+exist, the encoder's dimension fits the recipe, a PSVL recipe has its text corpus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from zeroground.config import ConfigError, to_dict
+from zeroground.errors import ZerogroundError
+from zeroground.io import atomic_path, atomic_write_text
+from zeroground.train.config import DataConfig, TrainConfig
+from zeroground.train.members import draw_path, train_ensemble
+from zeroground.train.recipe import ENCODER, LoadedRecipe, changed, load_recipe
+
+RECIPE_FILE = "recipe.yaml"
+FEATURES_FILE = "features.h5"
+MODEL_DIR = "model"
+
+
+class FitError(ZerogroundError, ValueError):
+    """``fit`` cannot start with these inputs; the message says what to change."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    model: Path
+    features: Path
+    train_files: list[Path]
+    skipped: list[str]  # stages whose output was already complete
+
+
+@dataclass
+class _Plan:
+    recipe: LoadedRecipe
+    encoder: str
+    dim: int
+    video_paths: list[Path]  # to extract (empty when starting from features)
+    video_ids: list[str] | None  # subset of the store to fit on (None: all)
+    features: Path
+    corpus: str | None
+    annotations: Path | None
+
+
+def _needs_text_encoder(loaded: LoadedRecipe, annotations: Path | None) -> bool:
+    r = loaded.recipe
+    return (r.model.query_encoder != "tokens" or r.model.word_vectors == ENCODER
+            or (annotations is None and r.pseudo.method == "psvl"))
+
+
+def _plan(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder: str, out: Path,
+          features: str | Path | None, corpus: str | Path | None, annotations: str | Path | None,
+          overrides: dict[str, Any] | None) -> _Plan:
+    """Check every input; raise a clear error before any work."""
+    from zeroground.features.extract import ExtractError, find_videos
+    from zeroground.pseudo.label import PSEUDO_LABELERS
+
+    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides)
+    r = loaded.recipe
+    if annotations is None and r.pseudo.method not in PSEUDO_LABELERS:
+        raise FitError(f"recipe {loaded.name}: unknown pseudo.method {r.pseudo.method!r}; "
+                       f"choose one of {sorted(PSEUDO_LABELERS)}")
+    if annotations is not None and not Path(annotations).is_file():
+        raise FitError(f"annotation file not found: {annotations}")
+    try:
+        paths = find_videos(videos) if videos else []
+    except ExtractError as exc:
+        raise FitError(str(exc)) from None
+    if videos and not paths:
+        raise FitError(f"no video files found in {', '.join(map(str, videos))}")
+    if features is None and not paths:
+        raise FitError("no videos given: pass video files or folders, or --features FEATURES.h5 to start from features")
+    from zeroground.features.store import FeatureStore
+
+    if features is not None:
+        features = Path(features)
+        if not features.exists():
+            raise FitError(f"feature store not found: {features}")
+        store = FeatureStore.open(features)
+        dim = store.dim
+        ids = [p.stem for p in paths]
+        if ids:
+            missing = [v for v in ids if v not in store]
+            if missing:
+                raise FitError(f"{features} has no features of {len(missing)} given video(s): {missing[:5]}")
+    else:
+        features, dim = out / FEATURES_FILE, None
+    if dim is None or _needs_text_encoder(loaded, annotations):
+        from zeroground.features.clip import load_clip
+
+        enc_dim = load_clip(encoder).dim
+        if dim is not None and enc_dim != dim:
+            raise FitError(f"encoder {encoder} embeds in {enc_dim}-d, but {features} holds {dim}-d features; "
+                           "the text and video sides of the model must share one space")
+        dim = enc_dim
+    if changed(loaded.changes, "model.video_dim") and r.model.video_dim != dim:
+        raise FitError(f"recipe {loaded.name} is for {r.model.video_dim}-d video features, but encoder "
+                       f"{encoder} gives {dim}-d; pick a recipe for this encoder or override model.video_dim")
+    corpus = str(corpus) if corpus is not None else r.pseudo.corpus
+    needs_corpus = annotations is None and r.pseudo.method == "psvl" and r.pseudo.psvl.verb_source in ("corpus", "clip")
+    if needs_corpus and not corpus:
+        raise FitError(f"recipe {loaded.name} draws PSVL verbs from a text corpus: pass --corpus SENTENCES.txt "
+                       "(one sentence per line, not describing these videos)")
+    if corpus and not Path(corpus).exists():
+        raise FitError(f"corpus not found: {corpus}")
+    extract_from = paths if features == out / FEATURES_FILE else []
+    return _Plan(loaded, str(encoder), int(dim), extract_from, [p.stem for p in paths] or None, Path(features),
+                 corpus, Path(annotations) if annotations is not None else None)
+
+
+def _resolved(plan: _Plan) -> dict[str, Any]:
+    return {"recipe": plan.recipe.name, "encoder": plan.encoder, "changes": plan.recipe.changes,
+            "annotations": str(plan.annotations) if plan.annotations else None,
+            "resolved": to_dict(plan.recipe.recipe)}
+
+
+def _claim_run_dir(out: Path, plan: _Plan) -> None:
+    """Write RUN_DIR/recipe.yaml, or check that the run already there is this one."""
+    text = yaml.safe_dump(_resolved(plan), sort_keys=False)
+    path = out / RECIPE_FILE
+    if path.is_file():
+        if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
+            raise FitError(f"{out} holds a fit run with another recipe, encoder or annotations ({path}); "
+                           "pick a new --out, or delete it to start over")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def train_config(plan: _Plan, train_file: Path, query_vectors: Path | None) -> TrainConfig:
+    """The training config of a fit run: the recipe's model and training with the run's data,
+    dimensions and encoder filled in."""
+    r = plan.recipe.recipe
+    model = dataclasses.replace(r.model, video_dim=plan.dim, clip_dim=plan.dim)
+    if model.query_encoder != "tokens" and model.text_encoder in (None, ENCODER):
+        model.text_encoder = plan.encoder
+    if model.word_vectors == ENCODER:
+        model.word_vectors = plan.encoder
+    data = DataConfig(train_annotations=str(train_file), video_features=str(plan.features),
+                      format="psvl" if plan.annotations is None else "auto",
+                      query_vectors=str(query_vectors) if query_vectors is not None else None)
+    return TrainConfig(model=model, data=data, train=dataclasses.replace(r.train))
+
+
+def _draws(plan: _Plan) -> int:
+    t = plan.recipe.recipe.train
+    return t.ensemble if t.bagging else 1
+
+
+def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Callable[[str], None],
+                   skipped: list[str]) -> list[Path]:
+    """Pseudo-label draws 0..n-1 (draw k with seed pseudo.seed + k); complete draws are kept."""
+    from zeroground.features.store import FeatureStore
+    from zeroground.pseudo.label import pseudo_label
+
+    r = plan.recipe.recipe
+    store = FeatureStore.open(plan.features)
+    vids = plan.video_ids or store.video_ids
+    durations = store.durations()
+    first = out / "pseudo" / f"{r.pseudo.method}.json"
+    files = []
+    n = _draws(plan)
+    for k in range(n):
+        target = draw_path(first, k)
+        done = target.with_name(target.name + ".done")
+        files.append(target)
+        if done.is_file():
+            skipped.append(f"pseudo-labels {target.name}")
+            continue
+        say(f"pseudo-labels: {r.pseudo.method}, draw {k + 1}/{n} of {len(vids)} videos")
+        cfg = dataclasses.replace(r.pseudo, seed=r.pseudo.seed + k, corpus=plan.corpus, fps=store.fps,
+                                  clip=plan.encoder if r.pseudo.method == "psvl" else r.pseudo.clip)
+        pseudo_label(r.pseudo.method, store, target, config=cfg, durations={v: durations[v] for v in vids},
+                     videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress)
+        atomic_write_text(done, "complete\n")
+    return files
+
+
+def _true_labels(plan: _Plan, out: Path, *, clip: Any, skipped: list[str]) -> tuple[Path, Path | None]:
+    """Training on given true spans: the file as is, and for CLIP-query models the encoder's
+    embeddings of its sentences ([N, D] .npy, in file order)."""
+    import numpy as np
+
+    from zeroground.data.annotations import read_annotations
+
+    assert plan.annotations is not None
+    if plan.recipe.recipe.model.query_encoder == "tokens":
+        return plan.annotations, None
+    target = out / "pseudo" / "labels.npy"
+    if target.is_file():
+        skipped.append("sentence embeddings")
+        return plan.annotations, target
+    sentences = [m.sentence or "" for m in read_annotations(plan.annotations)]
+    vectors = clip.encode_texts(sentences).astype(np.float32)  # [N, D]
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors)
+    return plan.annotations, target
+
+
+def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder: str | Path, out: str | Path, *,
+        features: str | Path | None = None, corpus: str | Path | None = None,
+        annotations: str | Path | None = None, overrides: dict[str, Any] | None = None,
+        progress: bool = True, echo: Callable[[str], None] | None = print) -> FitResult:
+    """Unlabeled ``videos`` (files or folders) → ``out/model``, following ``recipe``.
+
+    ``features``: start from this feature store instead of extracting (``videos``, if
+    given, then name the store's videos to fit on). ``corpus``: the unpaired sentences
+    PSVL draws its verbs from. ``annotations``: train on these true spans instead of
+    pseudo-labels (an upper bound). ``overrides``: dotted recipe fields (``train.epochs``)."""
+    from zeroground.pseudo.label import vectors_path_for
+
+    out = Path(out)
+    plan = _plan(videos, recipe, str(encoder), out, features, corpus, annotations, overrides)
+    _claim_run_dir(out, plan)
+    r = plan.recipe.recipe
+    skipped: list[str] = []
+    steps = 4
+    say_step = [0]
+
+    def say(msg: str) -> None:
+        if echo is not None:
+            echo(f"[fit {plan.recipe.name}] {msg}")
+
+    def stage(name: str) -> None:
+        say_step[0] += 1
+        say(f"({say_step[0]}/{steps}) {name}")
+
+    final = out / MODEL_DIR
+    if (out / (MODEL_DIR + ".done")).is_file() and final.is_dir():
+        say(f"{final} is complete; nothing to do")
+        return FitResult(out, final, plan.features, [], ["all"])
+
+    stage("features")
+    if plan.video_paths:
+        from zeroground.features.extract import extract
+
+        report = extract(plan.video_paths, plan.encoder, plan.features, fps=r.fps, progress=progress)
+        if report.failed:
+            raise FitError(f"feature extraction failed for {sorted(report.failed)}: {report.failed}")
+        if len(report.already_done) == len(plan.video_paths):
+            skipped.append("features")
+    else:
+        say(f"using {plan.features}")
+    clip = None
+    if _needs_text_encoder(plan.recipe, plan.annotations):
+        from zeroground.features.clip import load_clip
+
+        clip = load_clip(plan.encoder)
+
+    stage("pseudo-labels" if plan.annotations is None else "labels")
+    if plan.annotations is None:
+        files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped)
+        vectors = vectors_path_for(files[0]) if r.model.query_encoder != "tokens" else None
+    else:
+        first, vectors = _true_labels(plan, out, clip=clip, skipped=skipped)
+        files = [first]
+
+    stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else ""))
+    cfg = train_config(plan, files[0], vectors)
+    trained = train_ensemble(cfg, out / "train", resume=True, progress=progress, log=None,
+                             on_member=lambda k: say(f"member {k + 1}/{r.train.ensemble} (seed {r.train.seed + k})"))
+
+    stage("model")
+    tmp = out / (MODEL_DIR + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(trained, tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    atomic_write_text(out / (MODEL_DIR + ".done"), "complete\n")
+    say(f"model written to {final}")
+    return FitResult(out, final, plan.features, files, skipped)
