@@ -151,8 +151,14 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Set dotted keys (``"train.epochs"``) in the nested mapping ``data`` (in place; returned)."""
+    """Set dotted keys (``"train.epochs"``) in the nested mapping ``data`` (in place; returned).
+
+    A mapping value is merged key by key (``{"train": {"epochs": 5}}`` changes one field,
+    not the whole section)."""
     for dotted, value in (overrides or {}).items():
+        if isinstance(value, dict) and value:
+            apply_overrides(data, {f"{dotted}.{k}": v for k, v in value.items()})
+            continue
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:

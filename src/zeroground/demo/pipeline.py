@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +28,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zeroground.data.synthetic.world import WorldConfig, noun_vocabulary
+from zeroground.data.synthetic.world import WorldConfig
+from zeroground.demo.evaluation import other_readout, predict_demo_model, predict_with_readout
 from zeroground.errors import ZerogroundError
-from zeroground.pseudo.lfvmr import LFVMRConfig
-from zeroground.pseudo.proposals import ProposalConfig
-from zeroground.pseudo.psvl import PSVLConfig
 
 METRIC_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
 BASELINES = ("random", "prior", "clip_training_free")
-TRAINED = ("psvl", "lfvmr", "supervised")
+TRAINED = ("psvl", "lfvmr_psvlnet", "supervised")
 
 
 class DemoError(ZerogroundError, RuntimeError):
@@ -47,93 +46,14 @@ def shipped_tiny_clip() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "tiny_clip"
 
 
-@dataclass
-class DemoModelConfig:
-    """Size of the grounding model in the demo (the PSVL architecture, scaled down)."""
-
-    num_segments: int = 32
-    embed_dim: int = 64
-    query_gru_hidden: int = 64
-    video_gru_hidden: int = 64
-    hidden: int = 64
-    fusion_layers: int = 1
-    nonlocal_layers: int = 1
-    nonlocal_heads: int = 4
-    dropout: float = 0.0
-    clip_query_len: int = 4
-    # ModelConfig.span_readout: spans read from the temporal attention (the run around its peak
-    # with weight >= attention_ratio x peak), which localises better than the regression head
-    # on this training budget. attention_ratio was chosen on the *train* pseudo-labels (mean
-    # tIoU of the read-out against the pseudo spans; 1/3 best of 0.15-0.6), never on test.
-    span_readout: str = "attention"
-    attention_ratio: float = 1 / 3
+DEFAULT_RECIPES = {"psvl": "demo_psvl", "lfvmr_psvlnet": "demo_lfvmr_psvlnet", "supervised": "demo_supervised"}
 
 
 @dataclass
-class DemoTrainConfig:
-    """Training budget of each grounding model."""
-
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 3e-3
-    # OptimConfig.localization_loss_weight: SmoothL1 on [0, 1] coordinates is ~100x smaller than
-    # the attention-guidance loss; x10 lets the regression head learn in a few dozen epochs.
-    localization_loss_weight: float = 10.0
-    # LFVMR: Lafite-style perturbation of the pseudo query vectors (trained on image vectors,
-    # queried with text vectors). 0.5 rather than 0.1: R1@0.5 69.7 -> 80.0 on a development
-    # world (seed 1; README, "The offline demo"), never on the reported test set.
-    noise_level: float = 0.5
-    seed: int = 0
-    # One thread: a model this small gains little from two, and a second thread spinning on a
-    # busy machine slowed an epoch from 1.5 s to 25 s in our runs.
-    num_threads: int = 1
-    # The pseudo-supervised models are `ensemble` runs each (PSVL: psvl_training.ensemble),
-    # seeds seed, seed + 1, ..., read out as one with their attention averaged
-    # (zeroground.model.ensemble): on the development world single models spread by up to
-    # 12 R1@0.5 between seeds (LFVMR: 84.6 / 76.1 / 72.4). The supervised upper bound stays
-    # one model (an ensemble would only raise the ceiling).
-    ensemble: int = 3
-    ensemble_methods: list[str] = field(default_factory=lambda: ["psvl", "lfvmr"])
-    # Bagging: each ensemble member of these methods trains on its own pseudo-label draw
-    # (pseudo-label seed = seed + k: other k-means starts, other verb draws), so the members'
-    # label noise differs and averages out; member 0's draw is pseudo/<method>.json.
-    bagging: list[str] = field(default_factory=lambda: ["psvl"])
-
-
-@dataclass
-class DemoPSVLTrainingConfig:
-    """Where the token-query (``psvl``) model's recipe differs from the shared one above.
-
-    Its pseudo-labels are noisier than LFVMR's (a wrong noun or verb, not just a looser
-    span), and a word seen in few pseudo queries stays weak however often test sentences
-    use it. Chosen on the development world (seed 1; README, "How the recipe was chosen")."""
-
-    epochs: int = 90
-    lr: float = 1e-3  # a third of the shared rate: steadier on noisy pairs (less seed-to-seed spread)
-    dropout: float = 0.3  # ModelConfig.dropout of the aggregation blocks
-    word_dropout: float = 0.1  # OptimConfig.word_dropout: words replaced by <UNK> while training
-    # ModelConfig.word_vectors: word embeddings start at the demo CLIP's text embeddings of the
-    # words (zeroground.model.word_vectors), so "cup" starts where "mug" does
-    word_vectors: bool = True
-    freeze_word_vectors: bool = False
-    # OptimConfig.word_insertion: up to two <UNK> words inserted into each pseudo query while
-    # training, since test sentences simplify to longer token lists ("put person ball room")
-    # than the pseudo queries ("put ball")
-    word_insertion: float = 0.5
-    # OptimConfig.average_last_epochs: the saved weights are the mean of the last 30 epochs'
-    average_last_epochs: int = 30
-    # Members of PSVL's ensemble (train.ensemble is LFVMR's): bagged members (train.bagging)
-    # disagree more than seed-only ones, and 5 beat 3 on both development worlds.
-    ensemble: int = 5
-    # ModelConfig.attention_ratio of this model (the shared model.attention_ratio is 1/3): the
-    # averaged attention of PSVL's ensemble is broader than one model's -- its members disagree
-    # more, and its pseudo-spans run longer than the events -- so its span is cut higher.
-    attention_ratio: float = 0.5
-
-
-@dataclass
-class DemoConfig:
-    """Everything that decides a demo run (written as ``demo_out/demo_config.yaml``)."""
+class DemoSetup:
+    """What is demo-specific: the generated world, its size, and which recipe each row fits
+    (written as ``demo_out/demo_config.yaml``). How a model is made lives in the recipes
+    (``configs/recipes/demo_*.yaml``)."""
 
     seed: int = 0
     train_videos: int = 120
@@ -142,31 +62,17 @@ class DemoConfig:
     feature_fps: float = 2.0
     clip: str = ""  # CLIP folder; "" = the shipped tiny CLIP
     methods: list[str] = field(default_factory=lambda: list(BASELINES + TRAINED))
+    # Row name -> recipe `fit` follows for it (a shipped name or a YAML file).
+    recipes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RECIPES))
+    # Rows trained on the train split's true spans (`fit --annotations`): the upper bound.
+    labelled: list[str] = field(default_factory=lambda: ["supervised"])
+    # Recipe fields changed for one row, e.g. {"psvl": {"train.epochs": 30}} (configs/demo_quick.yaml).
+    recipe_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     plot_queries: int = 4
     # Extra rows with the *other* span read-out of the same trained models (a diagnostic):
-    # "<method>_attention" when model.span_readout is "regression", else "<method>_regression".
+    # "<method>_attention" when the model reads spans by regression, else "<method>_regression".
     attention_readout: bool = True
     world: WorldConfig = field(default_factory=WorldConfig)
-    # Events of this world last 4-12 s of 30-60 s videos: proposals between 5 % and 40 % of a video.
-    proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(
-        num_clusters=6, min_len=0.05, max_len=0.4, max_proposals=12, max_atoms=2))
-    # PSVL on this world (docs/methods.md §2; every choice made on the development world):
-    # zero-shot tagging over the world's nouns (the tiny CLIP knows no others), the top tag per
-    # frame, 1 noun and 1 verb per query (fewer wrong words); verbs are the corpus candidates
-    # scored by CLIP on the event's frames (`verb_source: clip`; the paper's corpus-only verbs
-    # cannot tell "pick up the cup" from "put down the cup", both events of one video here),
-    # drawn 3 times per event so synonyms ("picks up" / "grabs" / "lifts") all occur; and only
-    # the 4 pseudo-events per video with the most action evidence are kept (`keep_events`:
-    # most of the ~12 proposals of a video are idle or walking stretches no sentence describes),
-    # skipping proposals whose action goes on after them (`truncation_ratio`: the crouch that
-    # starts a pick-up reads as "puts down" on its own).
-    psvl: PSVLConfig = field(default_factory=lambda: PSVLConfig(
-        nouns=noun_vocabulary(), queries_per_event=3, tag_top_k=1, num_nouns=1, num_verbs=1,
-        verb_source="clip", verb_sampling="sample", keep_events=4, truncation_ratio=0.75))
-    lfvmr: LFVMRConfig = field(default_factory=LFVMRConfig)
-    model: DemoModelConfig = field(default_factory=DemoModelConfig)
-    train: DemoTrainConfig = field(default_factory=DemoTrainConfig)
-    psvl_training: DemoPSVLTrainingConfig = field(default_factory=DemoPSVLTrainingConfig)
 
 
 @dataclass
@@ -182,23 +88,13 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parents[3] / "configs" / "demo_default.yaml"
 
 
-def load_demo_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DemoConfig:
-    """Read a demo config; ``None`` means the built-in defaults (== configs/demo_default.yaml)."""
-    from zeroground.config import from_dict, load_config, to_dict
+def load_demo_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DemoSetup:
+    """Read a demo setup; ``None`` means the built-in defaults (== configs/demo_default.yaml)."""
+    from zeroground.config import apply_overrides, from_dict, load_config, to_dict
 
     if path is None:
-        cfg = DemoConfig()
-        if overrides:
-            data = to_dict(cfg)
-            for dotted, value in overrides.items():
-                node = data
-                *parents, leaf = dotted.split(".")
-                for key in parents:
-                    node = node.setdefault(key, {})
-                node[leaf] = value
-            cfg = from_dict(DemoConfig, data, where="demo config")
-        return cfg
-    return load_config(path, DemoConfig, overrides)
+        return from_dict(DemoSetup, apply_overrides(to_dict(DemoSetup()), overrides), where="demo config")
+    return load_config(path, DemoSetup, overrides)
 
 
 # --------------------------------------------------------------------------- steps
@@ -222,7 +118,7 @@ def _log(msg: str, echo: Callable[[str], None]) -> None:
     echo(f"[demo] {msg}")
 
 
-def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, progress: bool = True,
+def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, progress: bool = True,
              echo: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo into ``out``; returns the metric rows (also in ``out/results.json``)."""
     import torch
@@ -235,13 +131,14 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     from zeroground.features.store import FeatureStore
     from zeroground.io import atomic_write_json, atomic_write_text
 
-    cfg = cfg or DemoConfig()
+    cfg = cfg or DemoSetup()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo_config.yaml")
-    unknown = [m for m in cfg.methods if m not in BASELINES + TRAINED]
+    unknown = [m for m in cfg.methods if m not in BASELINE_ROWS and m not in cfg.recipes]
     if unknown:
-        raise DemoError(f"unknown demo method(s) {unknown}; choose from {list(BASELINES + TRAINED)}")
+        raise DemoError(f"unknown demo method(s) {unknown}; choose from {list(BASELINE_ROWS) + list(cfg.recipes)} "
+                        "(or name a recipe for it under `recipes`)")
     clip_path = Path(cfg.clip) if cfg.clip else shipped_tiny_clip()
     if not (clip_path / "config.json").exists():
         raise DemoError(f"tiny CLIP not found at {clip_path}: run `make tiny-clip` to train it")
@@ -255,6 +152,8 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     fp_file = out / "world_fingerprint.json"
     feats_path = out / "features.h5"
     reuse = fp_file.exists() and fp_file.read_text() == fingerprint and feats_path.exists()
+    if not reuse:  # other videos: runs of the previous world are stale
+        shutil.rmtree(out / "runs", ignore_errors=True)
     if reuse:
         _log("reusing the videos and features of the previous run in this folder (same world)", echo)
         train_split = _reload_split(out, "train")
@@ -280,54 +179,26 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     clip = load_clip(str(clip_path))
     seconds["extract"] = time.perf_counter() - t
 
-    train_vids = [p.video for p in train_split.plans]
     test_moments = read_psvl_json(test_split.annotations)
-    durations = {p.video: p.duration for p in train_split.plans + test_split.plans}
 
-    # 3. pseudo-labels (train videos only, no annotation read)
-    t = time.perf_counter()
-    pseudo_files: dict[str, list[Path]] = {}
-    for method in ("psvl", "lfvmr"):
-        if method not in cfg.methods:
-            continue
-        draws = bagging_draws(method, cfg)
-        pseudo_files[method] = [
-            make_pseudo_labels(method, store, train_vids, durations, out / "pseudo" / draw_file_name(method, k),
-                               cfg, clip=clip, corpus=corpus, progress=progress, seed=cfg.seed + k)
-            for k in range(draws)]
-        n = len(json.loads(pseudo_files[method][0].read_text()))
-        more = f" (and {draws - 1} more draws for the ensemble members)" if draws > 1 else ""
-        _log(f"{method}: {n} pseudo-labels from {len(train_vids)} unlabelled videos{more}", echo)
-    seconds["pseudo"] = time.perf_counter() - t
-
-    # 4 + 5. train, evaluate
+    # 3 + 4. one `fit` per trained row (the train videos' features; their true spans only for
+    # the labelled upper bound), then every row on the held-out captions of the test videos
     records: dict[str, list] = {}
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     for method in cfg.methods:
         tm = time.perf_counter()
-        if method == "random":
-            records[method] = _baseline("random", test_moments, seed=cfg.seed)
-        elif method == "prior":
-            records[method] = _baseline("prior", test_moments)
-        elif method == "clip_training_free":
-            from zeroground.ground.training_free import clip_training_free
-
-            records[method] = clip_training_free(store, test_moments, clip, top_k=1)
+        if method in BASELINE_ROWS:
+            records[method] = BASELINE_ROWS[method](test_moments, store=store, clip=clip, seed=cfg.seed)
         else:
-            from zeroground.demo.training import predict_demo_model, train_demo_model
-
-            train_files = pseudo_files.get(method, [train_split.annotations])
-            model_dir = out / "models" / method
-            _log(f"training {method} on {', '.join(str(f.relative_to(out)) for f in train_files)}", echo)
-            train_demo_model(method, train_files, feats_path, out / "runs" / method, model_dir, cfg, clip_path,
-                             clip=clip, progress=progress)
+            model_dir = fit_row(method, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress,
+                                echo=echo)
             records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
                                                  out / "runs" / method / "test")
             if cfg.attention_readout:
-                from zeroground.demo.training import other_readout, predict_with_readout
+                from zeroground.model import read_model_config
 
-                other = other_readout(cfg.model.span_readout)
+                other = other_readout(read_model_config(model_dir)[0].span_readout)
                 records[f"{method}_{other}"] = predict_with_readout(model_dir, store, test_moments, clip, other)
         seconds[method] = time.perf_counter() - tm
     seconds["train_eval"] = time.perf_counter() - t
@@ -348,7 +219,7 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
     fig = None
     if cfg.plot_queries > 0:
         fig = plot_timelines(out / "timelines.png", test_split.plans, test_moments, records,
-                             [m for m in ("clip_training_free", "psvl", "lfvmr", "supervised") if m in records],
+                             [m for m in ("clip_training_free", *TRAINED) if m in records],
                              n_queries=cfg.plot_queries, seed=cfg.seed)
     return DemoResult(out, rows, seconds, results, fig)
 
@@ -356,38 +227,49 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoConfig | None = None, *, pro
 # --------------------------------------------------------------------------- pieces
 
 
-def bagging_draws(method: str, cfg: DemoConfig) -> int:
-    """How many pseudo-label draws ``method`` needs: one per ensemble member when bagged."""
-    from zeroground.demo.training import ensemble_size
+def fit_row(method: str, cfg: DemoSetup, out: Path, train_split, features: Path, corpus: Path, clip_path: Path,
+            *, progress: bool, echo: Callable[[str], None]) -> Path:
+    """``zeroground.fit`` of one trained row into ``out/runs/<method>``; returns its model directory.
 
-    unknown = [m for m in cfg.train.bagging if m not in TRAINED or m == "supervised"]
-    if unknown:
-        raise DemoError(f"train.bagging lists {unknown}; only pseudo-supervised methods (psvl, lfvmr) draw pseudo-labels")
-    return ensemble_size(method, cfg) if method in cfg.train.bagging else 1
+    A run directory left by an earlier demo with another recipe (or other recipe changes)
+    is started over; one of this very recipe resumes where it stopped."""
+    from zeroground.train.fit import RunDirTaken, fit
+    from zeroground.train.recipe import load_recipe
 
-
-def draw_file_name(method: str, k: int) -> str:
-    return f"{method}.json" if k == 0 else f"{method}.draw{k}.json"
-
-
-def make_pseudo_labels(method: str, store, vids: list[str], durations: dict[str, float], out_path: Path,
-                       cfg: DemoConfig, *, clip, corpus: Path, progress: bool, seed: int | None = None) -> Path:
-    """Pseudo-label the unlabelled train videos with ``method`` (C's ``pseudo_label``);
-    ``seed`` (default: the demo's) seeds the proposals' k-means and the word draws."""
-    from zeroground.pseudo import PseudoLabelConfig, pseudo_label
-
-    pcfg = PseudoLabelConfig(method=method, seed=cfg.seed if seed is None else seed, fps=cfg.feature_fps, corpus=str(corpus),
-                             proposals=dataclasses.replace(cfg.proposals),
-                             psvl=dataclasses.replace(cfg.psvl), lfvmr=dataclasses.replace(cfg.lfvmr))
-    pseudo_label(method, store, out_path, config=pcfg, durations={v: durations[v] for v in vids}, videos=vids,
-                 clip_model=clip if method == "psvl" else None, progress=progress)
-    return out_path
+    recipe = load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
+    run_dir = out / "runs" / method
+    labels = train_split.annotations if method in cfg.labelled else None
+    videos = list(train_split.videos)
+    kwargs = dict(features=features, corpus=corpus, annotations=labels, progress=progress, echo=echo)
+    try:
+        return fit(videos, recipe, str(clip_path), run_dir, **kwargs).model
+    except RunDirTaken:
+        shutil.rmtree(run_dir)
+        return fit(videos, recipe, str(clip_path), run_dir, **kwargs).model
 
 
-def _baseline(name: str, moments, **options) -> list:
+def _random_row(moments, *, seed: int, **_) -> list:
     from zeroground.eval.baselines import baseline
 
-    return baseline(name, moments, **options)
+    return baseline("random", moments, seed=seed)
+
+
+def _prior_row(moments, **_) -> list:
+    from zeroground.eval.baselines import baseline
+
+    return baseline("prior", moments)
+
+
+def _clip_training_free_row(moments, *, store, clip, **_) -> list:
+    from zeroground.ground.training_free import clip_training_free
+
+    return clip_training_free(store, moments, clip, top_k=1)
+
+
+#: The no-training rows, by name: ``(test moments, *, store, clip, seed) -> prediction records``.
+BASELINE_ROWS: dict[str, Callable[..., list]] = {
+    "random": _random_row, "prior": _prior_row, "clip_training_free": _clip_training_free_row,
+}
 
 
 def score_row(method: str, records: list) -> dict[str, Any]:
@@ -444,7 +326,7 @@ def plot_timelines(path: Path, plans, moments, records: dict[str, list], methods
     by_video = {p.video: p for p in plans}
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(moments), size=min(n_queries, len(moments)), replace=False).tolist())
-    colours = {"clip_training_free": "tab:gray", "psvl": "tab:blue", "lfvmr": "tab:orange", "supervised": "tab:green"}
+    colours = {"clip_training_free": "tab:gray", "psvl": "tab:blue", "lfvmr_psvlnet": "tab:orange", "supervised": "tab:green"}
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), squeeze=False)
     for ax, qi in zip(axes[:, 0], picks):
         m = moments[qi]

@@ -39,6 +39,10 @@ class FitError(ZerogroundError, ValueError):
     """``fit`` cannot start with these inputs; the message says what to change."""
 
 
+class RunDirTaken(FitError):
+    """The run directory holds a fit run of another recipe, encoder or annotations."""
+
+
 @dataclass
 class FitResult:
     run_dir: Path
@@ -138,7 +142,7 @@ def _claim_run_dir(out: Path, plan: _Plan) -> None:
     path = out / RECIPE_FILE
     if path.is_file():
         if yaml.safe_load(path.read_text()) != yaml.safe_load(text):
-            raise FitError(f"{out} holds a fit run with another recipe, encoder or annotations ({path}); "
+            raise RunDirTaken(f"{out} holds a fit run with another recipe, encoder or annotations ({path}); "
                            "pick a new --out, or delete it to start over")
         return
     out.mkdir(parents=True, exist_ok=True)

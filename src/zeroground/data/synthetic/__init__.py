@@ -16,6 +16,8 @@ Layout under ``out_dir``: ``videos/<split>_<i>.mp4``,
 
 from __future__ import annotations
 
+from zeroground.errors import ZerogroundError
+
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ from zeroground.data.synthetic.world import (
 from zeroground.io import atomic_path, atomic_write_json, atomic_write_text
 
 SPLITS = {"clip_train": 1, "train": 2, "test": 3}
+
+
+class WorldError(ZerogroundError, ValueError):
+    """A demo world that cannot be made (unknown split, no videos asked for)."""
 
 
 @dataclass
@@ -116,9 +122,9 @@ def make_world(out_dir: str | Path, split: str, n_videos: int, seed: int = 0,
     extends a smaller one instead of reshuffling it.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+        raise WorldError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     if n_videos < 1:
-        raise ValueError(f"n_videos must be >= 1, found {n_videos}")
+        raise WorldError(f"n_videos must be >= 1, found {n_videos}")
     cfg = cfg or WorldConfig()
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
