@@ -12,8 +12,8 @@ from zeroground.demo.pipeline import (
     BASELINES,
     METRIC_KEYS,
     TRAINED,
-    DemoConfig,
     DemoError,
+    DemoSetup,
     load_demo_config,
     run_demo,
     shipped_tiny_clip,
@@ -35,13 +35,12 @@ TINY = {
     "world.max_event_s": 5.0,
     "world.min_idle_s": 0.5,
     "world.max_idle_s": 1.0,
-    "train.epochs": 1,
-    "train.batch_size": 8,
-    "train.ensemble": 2,
-    "psvl_training.ensemble": 2,
-    "psvl_training.epochs": 2,
-    "psvl_training.average_last_epochs": 1,
-    "model.num_segments": 16,
+    "recipe_changes": {
+        "psvl": {"train.epochs": 2, "train.average_last_epochs": 1, "train.batch_size": 8, "train.ensemble": 2,
+                 "model.num_segments": 16},
+        "lfvmr_psvlnet": {"train.epochs": 1, "train.batch_size": 8, "train.ensemble": 2, "model.num_segments": 16},
+        "supervised": {"train.epochs": 1, "train.batch_size": 8, "model.num_segments": 16},
+    },
 }
 
 
@@ -59,7 +58,7 @@ def demo_run(tmp_path_factory):
 def test_results_json_has_every_method_with_fractions(demo_run):
     out, result, _ = demo_run
     data = json.loads((out / "results.json").read_text())
-    other = "regression" if DemoConfig().model.span_readout == "attention" else "attention"
+    other = "regression"  # every demo recipe reads spans from the attention
     expected = []
     for m in BASELINES + TRAINED:
         expected += [m] + ([f"{m}_{other}"] if m in TRAINED else [])
@@ -91,38 +90,39 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
     assert result.figure is not None and result.figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (out / "videos").glob("*.mp4")) == [
         "test_0000.mp4", "test_0001.mp4", "train_0000.mp4", "train_0001.mp4", "train_0002.mp4", "train_0003.mp4"]
+    runs = out / "runs"
     for method in TRAINED:
-        model, cfg, vocab = load_model_dir(out / "models" / method)
+        model, cfg, vocab = load_model_dir(runs / method / "model")
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
-        assert cfg.span_readout == DemoConfig().model.span_readout  # saved with the model
+        assert cfg.span_readout == "attention"  # the recipes' read-out, saved with the model
         assert (vocab is not None) == (method == "psvl")
         # the pseudo-supervised models are seed ensembles (train.ensemble), the upper bound one model
         members = [m.cfg.span_readout for m in getattr(model, "members", [])]
-        assert len(members) == (2 if method in ("psvl", "lfvmr") else 0)
+        assert len(members) == (2 if method in ("psvl", "lfvmr_psvlnet") else 0)
         if members:
-            assert sorted(p.name for p in (out / "runs" / method).glob("member_*")) == ["member_0", "member_1"]
-        # PSVL's ensemble cuts its averaged attention higher (psvl_training.attention_ratio)
-        expected_ratio = DemoConfig().psvl_training.attention_ratio if method == "psvl" else DemoConfig().model.attention_ratio
-        assert cfg.attention_ratio == pytest.approx(expected_ratio)
-    # bagging (train.bagging: [psvl]): each PSVL member trained on its own pseudo-label draw
-    draws = [out / "pseudo" / "psvl.json", out / "pseudo" / "psvl.draw1.json"]
-    assert all(d.is_file() for d in draws) and not (out / "pseudo" / "lfvmr.draw1.json").exists()
+            assert sorted(p.name for p in (runs / method / "train").glob("member_*")) == ["member_0", "member_1"]
+        # PSVL's ensemble cuts its averaged attention higher (demo_psvl: model.attention_ratio 0.5)
+        assert cfg.attention_ratio == pytest.approx(0.5 if method == "psvl" else 1 / 3)
+        assert (runs / method / "recipe.yaml").is_file()
+    # bagging (demo_psvl: train.bagging): each PSVL member trained on its own pseudo-label draw
+    draws = [runs / "psvl" / "pseudo" / "psvl.json", runs / "psvl" / "pseudo" / "psvl.draw1.json"]
+    assert all(d.is_file() for d in draws) and not (runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.draw1.json").exists()
     assert draws[0].read_text() != draws[1].read_text()
     for k, draw in enumerate(draws):
-        run_cfg = yaml.safe_load((out / "runs" / "psvl" / f"member_{k}" / "config.yaml").read_text())
+        run_cfg = yaml.safe_load((runs / "psvl" / "train" / f"member_{k}" / "config.yaml").read_text())
         assert Path(run_cfg["data"]["train_annotations"]) == draw
     for k in range(2):
-        run_cfg = yaml.safe_load((out / "runs" / "lfvmr" / f"member_{k}" / "config.yaml").read_text())
-        assert Path(run_cfg["data"]["train_annotations"]) == out / "pseudo" / "lfvmr.json"
+        run_cfg = yaml.safe_load((runs / "lfvmr_psvlnet" / "train" / f"member_{k}" / "config.yaml").read_text())
+        assert Path(run_cfg["data"]["train_annotations"]) == runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json"
     # pseudo-labels come from the unlabelled train videos only
-    pseudo = json.loads((out / "pseudo" / "lfvmr.json").read_text())
+    pseudo = json.loads((runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json").read_text())
     assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}
     assert load_demo_config(out / "demo_config.yaml") == load_demo_config(None, TINY)
     assert any("pseudo-labels" in m for m in messages)
 
 
 def test_default_yaml_is_the_built_in_config():
-    assert load_demo_config(REPO / "configs" / "demo_default.yaml") == DemoConfig()
+    assert load_demo_config(REPO / "configs" / "demo_default.yaml") == DemoSetup()
 
 
 def test_unknown_method_and_missing_clip_are_clear_errors(tmp_path):
@@ -139,7 +139,8 @@ def test_cli_reports_bad_overrides_without_traceback(tmp_path):
     from zeroground.cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--set", "train.epochz=3"])
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path), "--set", "recipe_changes.psvl.train.epochz=3",
+                              "--set", "train_videos=2", "--set", "test_videos=1"])
     assert res.exit_code == 2
     assert "epochz" in res.output and "Traceback" not in res.output
 
@@ -147,7 +148,7 @@ def test_cli_reports_bad_overrides_without_traceback(tmp_path):
 def test_attention_span_is_the_run_around_the_peak():
     import numpy as np
 
-    from zeroground.demo.training import attention_spans
+    from zeroground.demo.evaluation import attention_spans
 
     w = np.array([[0.05, 0.1, 0.4, 0.3, 0.1, 0.05, 0.0, 0.0],   # peak 2; >= 0.4/3 at 2..3 only
                   [0.2, 0.0, 0.1, 0.1, 0.1, 0.5, 0.0, 0.0]])    # peak 5 alone (neighbours < 1/3 peak)

@@ -139,6 +139,11 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
     if unknown:
         raise DemoError(f"unknown demo method(s) {unknown}; choose from {list(BASELINE_ROWS) + list(cfg.recipes)} "
                         "(or name a recipe for it under `recipes`)")
+    from zeroground.train.recipe import load_recipe
+
+    for method in cfg.methods:  # a recipe field that does not exist fails here, before any work
+        if method not in BASELINE_ROWS:
+            load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
     clip_path = Path(cfg.clip) if cfg.clip else shipped_tiny_clip()
     if not (clip_path / "config.json").exists():
         raise DemoError(f"tiny CLIP not found at {clip_path}: run `make tiny-clip` to train it")

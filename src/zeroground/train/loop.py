@@ -78,7 +78,7 @@ def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator
 
 def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], m, log) -> None:
     """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
-    from zeroground.video_features.clip import load_clip
+    from zeroground.features.clip import load_clip
     from zeroground.model.word_vectors import WordVectorError, init_word_vectors
 
     try:
@@ -112,7 +112,7 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
                                 f"({cfg.train.epochs}), found {cfg.train.average_last_epochs}")
     if cfg.train.query_noise not in QUERY_NOISE:
         raise TrainingDataError(f"unknown train.query_noise {cfg.train.query_noise!r}; choose one of {sorted(QUERY_NOISE)}")
-    from zeroground.video_features.store import FeatureStore
+    from zeroground.features.store import FeatureStore
 
     if not Path(d.video_features).exists():
         raise TrainingDataError(f"feature store not found: {d.video_features} (set data.video_features)")
@@ -153,7 +153,7 @@ def _prepare_validation(cfg: TrainConfig, vocab: dict[str, int] | None):
     if m.query_encoder == "clip":
         if not m.text_encoder:
             raise TrainingDataError("validation of a clip-query model needs model.text_encoder (CLIP path/name)")
-        from zeroground.video_features.clip import load_clip
+        from zeroground.features.clip import load_clip
 
         vectors = load_clip(m.text_encoder).encode_texts([x.sentence or " ".join(x.tokens or []) for x in moments])
     return build_grounding_data(moments, store, m, vocab, vectors, d.val_annotations, preload=True)
@@ -365,7 +365,7 @@ def _feature_provenance(features: str) -> dict[str, Any]:
     """The encoder and fps a feature store records (``zeroground extract`` writes both), as
     ``video_encoder`` / ``feature_fps`` model metadata: ``zeroground ground`` then encodes new
     videos with the right encoder without being told (token models record no CLIP otherwise)."""
-    from zeroground.video_features.store import FeatureStore
+    from zeroground.features.store import FeatureStore
 
     attrs = FeatureStore.open(features).attrs
     out: dict[str, Any] = {}
