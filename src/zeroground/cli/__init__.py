@@ -1,59 +1,14 @@
 """The ``zeroground`` command line: a thin shell over the library functions.
 
-Each stage keeps its commands in its own module here; heavy imports (torch,
-transformers, spaCy) happen inside the commands so ``--help`` stays instant.
-
-One error handler for every command (:class:`_Commands`): a
-:class:`~zeroground.errors.ZerogroundError` -- bad input -- is printed as one line
-``error: …`` and the command exits with status 2; anything else is a bug and keeps
-its traceback.
+Each stage keeps its commands in its own module here (``cli/<topic>_cmds.py``, importing
+``app`` from :mod:`zeroground.cli.app`); heavy imports (torch, transformers, spaCy) happen
+inside the commands so ``--help`` stays instant. Every user error is printed as one line
+and exits 2 (:mod:`zeroground.cli.app`).
 """
 
 from __future__ import annotations
 
-import click
-import typer
-from typer.core import TyperGroup
-
-from zeroground.errors import ZerogroundError
-
-EXIT_BAD_INPUT = 2
-
-
-class CommandLineError(ZerogroundError, ValueError):
-    """Options that do not go together, or a missing one the command needs."""
-
-
-def error_line(exc: BaseException) -> str:
-    """The one line the CLI prints for a user error."""
-    return "error: " + " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-
-
-class _Commands(TyperGroup):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ZerogroundError as exc:
-            typer.secho(error_line(exc), fg=typer.colors.RED, err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-app = typer.Typer(
-    name="zeroground",
-    cls=_Commands,
-    help="Zero-shot video grounding: find the moment a sentence describes, trained without annotations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
-
-
-@app.command()
-def version() -> None:
-    """Print the zeroground version."""
-    from zeroground import __version__
-
-    typer.echo(__version__)
+from zeroground.cli.app import EXIT_BAD_INPUT, CommandLineError, app, error_line  # noqa: F401
 
 
 def _register() -> None:

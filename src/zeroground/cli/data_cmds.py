@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from zeroground.cli import CommandLineError, app
+from zeroground.cli.app import CommandLineError, app
 
 _METRIC_ORDER = ("R1@0.1", "R1@0.3", "R1@0.5", "R1@0.7", "R5@0.1", "R5@0.3", "R5@0.5", "R5@0.7", "mIoU")
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli.app import app
 
 
 @app.command("fit")

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from zeroground.cli import CommandLineError, app
+from zeroground.cli.app import CommandLineError, app
 
 _QUERY_ENCODERS = "tokens, clip"  # keys of zeroground.model.QUERY_ENCODERS (kept literal: --help stays instant)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from zeroground.cli import CommandLineError, app
+from zeroground.cli.app import CommandLineError, app
 
 _METHODS = "psvl, lfvmr"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from zeroground.cli import CommandLineError, app
+from zeroground.cli.app import CommandLineError, app
 
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zeroground.model.psvl import ModelConfig, QueryBatch
+    from zeroground.model.config import ModelConfig, QueryBatch
 
 
 class ClipQueryEncoder(nn.Module):

@@ -104,7 +104,7 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
 
     from zeroground.config import to_dict
     from zeroground.io import atomic_write_json, atomic_write_text
-    from zeroground.model.model_dir import CONFIG_FILE, VOCAB_FILE, ModelDirError, read_model_config
+    from zeroground.model.files import CONFIG_FILE, VOCAB_FILE, ModelDirError, read_model_config
 
     members = [Path(m) for m in members]
     if not members:
@@ -147,7 +147,7 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
 
 def union_vocab(vocabs: Sequence[dict[str, int] | None], members: Sequence[Path]) -> dict[str, int]:
     """The specials at their fixed ids, then every member's words in alphabetical order."""
-    from zeroground.model.model_dir import ModelDirError
+    from zeroground.model.files import ModelDirError
 
     for m, v in zip(members, vocabs):
         if v is None:

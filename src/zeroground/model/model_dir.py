@@ -23,22 +23,19 @@ from typing import Any
 import torch
 import yaml
 
-from zeroground.config import from_dict, to_dict
-from zeroground.errors import ZerogroundError
+from zeroground.config import to_dict
 from zeroground.io import atomic_path, atomic_write_json, atomic_write_text
 from zeroground.model.ensemble import MEMBERS_KEY, EnsembleModel, member_id_map
+from zeroground.model.files import (  # noqa: F401 - re-exported: the model directory's API
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    VOCAB_FILE,
+    WEIGHTS_FILE,
+    ModelDirError,
+    read_model_config,
+)
 from zeroground.model.preprocess import build_vocab
 from zeroground.model.psvl import GroundingModel, ModelConfig
-
-WEIGHTS_FILE = "weights.safetensors"
-CONFIG_FILE = "config.yaml"
-VOCAB_FILE = "vocab.json"
-FORMAT_VERSION = 1
-
-
-class ModelDirError(ZerogroundError, ValueError):
-    """A model directory or checkpoint that cannot be used, with the reason."""
-
 
 def save_model_dir(directory: str | Path, model: GroundingModel, cfg: ModelConfig,
                    vocab: dict[str, int] | None = None, metadata: dict[str, Any] | None = None) -> Path:
@@ -61,17 +58,6 @@ def save_model_dir(directory: str | Path, model: GroundingModel, cfg: ModelConfi
     if vocab is not None:
         atomic_write_json(directory / VOCAB_FILE, vocab, indent=1)
     return directory
-
-
-def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """(ModelConfig, metadata) of a model directory, without loading weights."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise ModelDirError(f"{directory} is not a model directory: {CONFIG_FILE} is missing")
-    data = yaml.safe_load(path.read_text()) or {}
-    if "model" not in data:
-        raise ModelDirError(f"{path}: expected a 'model' section")
-    return from_dict(ModelConfig, data["model"], where=f"{path}:model"), dict(data.get("metadata") or {})
 
 
 def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[GroundingModel, ModelConfig, dict[str, int] | None]:

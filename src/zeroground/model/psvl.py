@@ -1,6 +1,6 @@
 """The PSVL grounding model ("cross-modality two-stage attention", SPEC.md §3).
 
-One readable file: the config dataclass, the parts, and ``GroundingModel`` whose
+One readable file: the parts (the config dataclass is in ``config.py``), and ``GroundingModel`` whose
 forward pass reads top to bottom. Parameter names equal the released PSVL
 checkpoint's (``shared/psvl/oracle/state_dict_keys.txt``), so its state dict loads
 with ``strict=True``.
@@ -20,64 +20,16 @@ they agree.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zeroground.model.clip_query import ClipQueryEncoder
+from zeroground.model.config import SPAN_READOUTS, ModelConfig, QueryBatch  # noqa: F401 - re-exported
 from zeroground.model.gru import fused_bigru, packed_bigru
 
 NEG_INF = -1e9  # the reference's fill value for masked scores
-SPAN_READOUTS = ("regression", "attention")
-
-
-@dataclass
-class ModelConfig:
-    """Every size of the model. Defaults are PSVL's Charades config (8.5 M parameters)."""
-
-    query_encoder: str = "tokens"  # key of QUERY_ENCODERS: "tokens" | "clip"
-    video_dim: int = 1024  # D_v of the input features (I3D: 1024)
-    num_segments: int = 128  # videos are resampled to this many segments
-    max_query_len: int = 10  # word ids per query (tokens encoder)
-    vocab_size: int = 506  # 4 specials + vocabulary built from the training file
-    embed_dim: int = 300  # word embedding size
-    query_gru_hidden: int = 256  # per direction
-    video_gru_hidden: int = 256  # per direction
-    hidden: int = 256  # fusion width (q, v, fusors, non-local, head)
-    fusion_layers: int = 3  # blocks in each of s_fusor, v_fusor, cv_fusor
-    fusion_heads: int = 1
-    conv_kernel: int = 3
-    nonlocal_layers: int = 2
-    nonlocal_heads: int = 4
-    nonlocal_dropout: float = 0.0
-    dropout: float = 0.5  # of the aggregation blocks
-    clip_dim: int = 512  # CLIP embedding size (clip encoder)
-    clip_query_len: int = 4  # query features made from one CLIP vector (clip encoder)
-    text_encoder: str | None = None  # CLIP model name/path used to embed sentences (clip models)
-    # Tokens encoder: initial word embeddings from this CLIP model's text encoder (path or hub
-    # id; zeroground.model.word_vectors), None = random as PSVL. Read only when training starts.
-    word_vectors: str | None = None
-    word_vector_prompt: str = "{}"
-    freeze_word_vectors: bool = False
-    impl: Literal["fast", "reference"] = "fast"
-    # How a span is read out at inference (``spans`` output): "regression" = the head's
-    # (start, end), as PSVL; "attention" = the run of segments around the temporal-attention
-    # peak whose weight stays >= attention_ratio x the peak (``attention_spans``).
-    span_readout: Literal["regression", "attention"] = "regression"
-    attention_ratio: float = 1 / 3
-
-    def __post_init__(self) -> None:
-        if self.span_readout not in SPAN_READOUTS:
-            raise ValueError(f"unknown span_readout {self.span_readout!r}; choose one of {list(SPAN_READOUTS)}")
-        if not 0.0 < self.attention_ratio <= 1.0:
-            raise ValueError(f"attention_ratio must be in (0, 1]; got {self.attention_ratio}")
-        if self.hidden % max(1, self.nonlocal_heads):
-            raise ValueError(f"hidden={self.hidden} is not divisible by nonlocal_heads={self.nonlocal_heads}")
-        if self.hidden % max(1, self.fusion_heads):
-            raise ValueError(f"hidden={self.hidden} is not divisible by fusion_heads={self.fusion_heads}")
 
 
 def aggregation_block(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -300,18 +252,6 @@ class UnusedRegressor(nn.Module):
         self.tatt_vid = AttentivePooling(cfg)
         self.tatt_query = AttentivePooling(cfg)
         self.MLP_reg = nn.Sequential(nn.Linear(2 * cfg.hidden, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 2))
-
-
-@dataclass
-class QueryBatch:
-    """The query side of a batch; which field is used depends on the query encoder."""
-
-    ids: Tensor | None = None  # [B, L] word ids, 0 = padding ("tokens")
-    vectors: Tensor | None = None  # [B, Dc] or [B, K, Dc] CLIP-space vectors ("clip")
-
-    def __len__(self) -> int:
-        t = self.ids if self.ids is not None else self.vectors
-        return 0 if t is None else int(t.shape[0])
 
 
 def as_query_batch(query: "QueryBatch | Tensor") -> QueryBatch:

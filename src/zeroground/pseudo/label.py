@@ -265,7 +265,7 @@ def select_events(evidence: list[float], spans: list[tuple[int, int]], k: int, m
     ``evidence`` -- temporal NMS at tIoU ``max_overlap`` (``psvl.keep_overlap``; 1.0
     suppresses nothing), which keeps the near-copies of a video's clearest event from
     pushing out its other events. Ties keep proposal order."""
-    from zeroground.eval.metrics import temporal_nms
+    from zeroground.spans import temporal_nms
 
     if not spans:
         return []
