@@ -58,7 +58,7 @@ def tiny_config(feats: Path, ann: Path, **overrides) -> TrainConfig:
         "model": {"video_dim": DIM, "num_segments": 32, "embed_dim": 16, "query_gru_hidden": 16,
                   "video_gru_hidden": 16, "hidden": 32, "fusion_layers": 1, "nonlocal_layers": 1,
                   "clip_dim": DIM, "clip_query_len": 2},
-        "data": {"train_annotations": str(ann), "features": str(feats)},
+        "data": {"train_annotations": str(ann), "video_features": str(feats)},
         "train": {"epochs": 6, "batch_size": 16, "lr": 3e-3, "num_threads": 1, "plot": True},
     }
     for dotted, value in overrides.items():

@@ -88,9 +88,9 @@ class _SpanChecker:
 
     def __init__(self, path: Path, out_of_range: str, end_slack: float) -> None:
         if out_of_range not in OUT_OF_RANGE_CHOICES:
-            raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE_CHOICES}, got {out_of_range!r}")
+            raise AnnotationError(f"out_of_range must be one of {OUT_OF_RANGE_CHOICES}, got {out_of_range!r}")
         if not (end_slack >= 0):
-            raise ValueError(f"end_slack must be >= 0 seconds, got {end_slack!r}")
+            raise AnnotationError(f"end_slack must be >= 0 seconds, got {end_slack!r}")
         self.path = path
         self.policy = out_of_range
         self.end_slack = float(end_slack)

@@ -27,6 +27,11 @@ import numpy as np
 
 from zeroground.data.annotations import Moment
 from zeroground.eval.predictions import PredictionRecord
+from zeroground.errors import ZerogroundError
+
+
+class BaselineError(ZerogroundError, ValueError):
+    """A baseline that cannot run on these moments or options."""
 
 Spans = list[list[tuple[float, float]]]  # [N][K] normalised (start, end)
 
@@ -41,9 +46,9 @@ def predict_random(moments: Sequence[Moment], top_k: int = 1, seed: int = 0, **_
 def prior_spans(reference: Sequence[Moment], grid: float = 0.05, top_k: int = 1) -> list[tuple[float, float]]:
     """The ``top_k`` most common normalised spans of ``reference``, on a grid of ``grid``."""
     if not reference:
-        raise ValueError("the prior baseline needs at least one reference moment")
+        raise BaselineError("the prior baseline needs at least one reference moment")
     if not (0 < grid <= 1):
-        raise ValueError(f"grid must be in (0, 1], got {grid}")
+        raise BaselineError(f"grid must be in (0, 1], got {grid}")
     n = round(1 / grid)
     counts: Counter[tuple[int, int]] = Counter()
     for m in reference:
@@ -88,7 +93,7 @@ PREDICTORS: dict[str, Callable[..., Spans]] = {
 def records_from_spans(moments: Sequence[Moment], spans: Spans) -> list[PredictionRecord]:
     """Pair moments with normalised predictions into records in seconds."""
     if len(moments) != len(spans):
-        raise ValueError(f"{len(moments)} moments but {len(spans)} prediction lists")
+        raise BaselineError(f"{len(moments)} moments but {len(spans)} prediction lists")
     out = []
     for m, row in zip(moments, spans):
         query = m.sentence if m.sentence is not None else (" ".join(m.tokens) if m.tokens else None)
@@ -107,5 +112,5 @@ def records_from_spans(moments: Sequence[Moment], spans: Spans) -> list[Predicti
 def baseline(name: str, moments: Sequence[Moment], **options: object) -> list[PredictionRecord]:
     """Run the no-training predictor ``name`` (a key of :data:`PREDICTORS`) on ``moments``."""
     if name not in PREDICTORS:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {sorted(PREDICTORS)}")
+        raise BaselineError(f"unknown baseline {name!r}; choose one of {sorted(PREDICTORS)}")
     return records_from_spans(moments, PREDICTORS[name](moments, **options))

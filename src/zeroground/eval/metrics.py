@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from zeroground.spans import temporal_nms, tiou  # noqa: F401 - part of this module's API
+from zeroground.spans import SpanError
 
 IOU_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7)
 RECALL_KS: tuple[int, ...] = (1, 5)
@@ -31,7 +32,7 @@ def _as_topk(preds: np.ndarray | Sequence) -> np.ndarray:
     if arr.ndim == 2:  # [N, 2]: one prediction per query
         arr = arr[:, None, :]
     if arr.ndim != 3 or arr.shape[-1] != 2:
-        raise ValueError(f"predictions must be [N, K, 2] or [N, 2], got shape {arr.shape}")
+        raise SpanError(f"predictions must be [N, K, 2] or [N, 2], got shape {arr.shape}")
     return arr  # [N, K, 2]
 
 
@@ -43,11 +44,11 @@ def recall_at_iou(preds: np.ndarray | Sequence, gts: np.ndarray | Sequence, iou:
     p = _as_topk(preds)
     g = np.asarray(gts, dtype=np.float64)
     if g.shape != (p.shape[0], 2):
-        raise ValueError(f"ground truth must be [N, 2] with N={p.shape[0]}, got {g.shape}")
+        raise SpanError(f"ground truth must be [N, 2] with N={p.shape[0]}, got {g.shape}")
     if p.shape[1] < k:
-        raise ValueError(f"R@{k} needs at least {k} predictions per query, got {p.shape[1]}")
+        raise SpanError(f"R@{k} needs at least {k} predictions per query, got {p.shape[1]}")
     if p.shape[0] == 0:
-        raise ValueError("no queries to score")
+        raise SpanError("no queries to score")
     best = tiou(p[:, :k, :], g[:, None, :]).max(axis=1)  # [N]
     return float((best >= iou).mean())
 
@@ -80,7 +81,7 @@ def evaluate_predictions(records: Sequence) -> dict[str, float]:
     spans; the value is the same up to rounding).
     """
     if len(records) == 0:
-        raise ValueError("no prediction records to score")
+        raise SpanError("no prediction records to score")
     k = min(len(r.pred) for r in records)
     k = 5 if k >= 5 else 1
     preds = np.array([[list(s) for s in r.pred[:k]] for r in records], dtype=np.float64)  # [N, k, 2]

@@ -27,6 +27,10 @@ import numpy as np
 
 from zeroground.errors import ZerogroundError
 
+
+class ClipInputError(ZerogroundError, ValueError):
+    """Frames or sentences the encoder cannot take (wrong shape, empty sentence)."""
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -237,7 +241,7 @@ def preprocess_frames(frames, spec: ClipPreprocess, device="cpu"):
 
     x = torch.as_tensor(frames)
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected frames [N, H, W, 3], got shape {tuple(x.shape)}")
+        raise ClipInputError(f"expected frames [N, H, W, 3], got shape {tuple(x.shape)}")
     x = x.to(device).permute(0, 3, 1, 2)  # [N, 3, H, W] uint8
     h, w = x.shape[-2:]
     nh, nw = resized_shape(int(h), int(w), spec.shortest_edge)
@@ -295,7 +299,7 @@ class ClipEncoder:
 
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames [N, H, W, 3], got shape {frames.shape}")
+            raise ClipInputError(f"expected uint8 frames [N, H, W, 3], got shape {frames.shape}")
         out = np.zeros((len(frames), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(frames), max(1, batch_size)):
@@ -322,7 +326,7 @@ class ClipEncoder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"empty query at position {i}: a sentence is required")
+                raise ClipInputError(f"empty query at position {i}: a sentence is required")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):

@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from zeroground.errors import ZerogroundError
+
+
+class TrainingFreeError(ZerogroundError, ValueError):
+    """Features, queries or an encoder that the training-free scorer cannot use together."""
 
 WINDOW_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
 NMS_THRESHOLD = 0.5
@@ -36,7 +41,7 @@ class ScoredSpans:
 def candidate_windows(num_frames: int, fractions: Sequence[float] = WINDOW_FRACTIONS) -> np.ndarray:
     """Multi-scale sliding windows as feature-index pairs ``[s, e)`` -> [W, 2] int64."""
     if num_frames < 1:
-        raise ValueError(f"need at least one feature frame, got {num_frames}")
+        raise TrainingFreeError(f"need at least one feature frame, got {num_frames}")
     lengths = sorted({min(num_frames, max(1, int(round(f * num_frames)))) for f in fractions} | {num_frames})
     windows = []
     for length in lengths:
@@ -77,7 +82,7 @@ def score_windows(
     frame_feats = np.asarray(frame_feats, dtype=np.float32)  # [T, D]
     query_feat = np.asarray(query_feat, dtype=np.float32).reshape(-1)  # [D]
     if frame_feats.ndim != 2 or frame_feats.shape[1] != query_feat.shape[0]:
-        raise ValueError(
+        raise TrainingFreeError(
             f"frame features {tuple(frame_feats.shape)} and query embedding ({query_feat.shape[0]},) "
             "are not in the same space: use the encoder the features were extracted with"
         )
@@ -105,14 +110,14 @@ def clip_training_free(store, moments, encoder, *, top_k: int = 5, nms_threshold
         return []
     missing_text = [i for i, m in enumerate(moments) if not (m.sentence and m.sentence.strip())]
     if missing_text:
-        raise ValueError(
+        raise TrainingFreeError(
             f"the training-free baseline needs sentences; {len(missing_text)} moment(s) have none "
             f"(first: video {moments[missing_text[0]].video!r})"
         )
     clip = load_clip(encoder) if isinstance(encoder, (str,)) or hasattr(encoder, "__fspath__") else encoder
     store.require(m.video for m in moments)
     if store.dim != clip.dim:
-        raise ValueError(
+        raise TrainingFreeError(
             f"features in {store.path} are {store.dim}-d but encoder {clip.name!r} embeds text in {clip.dim}-d: "
             "use the encoder the features were extracted with"
         )

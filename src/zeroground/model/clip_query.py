@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from zeroground.model.config import ModelConfigError, ModelInputError
+
 if TYPE_CHECKING:  # pragma: no cover
     from zeroground.model.config import ModelConfig, QueryBatch
 
@@ -27,7 +29,7 @@ class ClipQueryEncoder(nn.Module):
     def __init__(self, cfg: "ModelConfig"):
         super().__init__()
         if cfg.clip_query_len < 1:
-            raise ValueError(f"clip_query_len must be ≥ 1, found {cfg.clip_query_len}")
+            raise ModelConfigError(f"clip_query_len must be ≥ 1, found {cfg.clip_query_len}")
         self.clip_dim = cfg.clip_dim
         self.length = cfg.clip_query_len
         self.hidden = cfg.hidden
@@ -38,9 +40,9 @@ class ClipQueryEncoder(nn.Module):
     def forward(self, query: "QueryBatch") -> tuple[Tensor, Tensor]:
         vectors = query.vectors
         if vectors is None:
-            raise ValueError("the 'clip' query encoder needs CLIP-space vectors (QueryBatch.vectors)")
+            raise ModelInputError("the 'clip' query encoder needs CLIP-space vectors (QueryBatch.vectors)")
         if vectors.dim() != 2 or vectors.shape[1] != self.clip_dim:
-            raise ValueError(
+            raise ModelInputError(
                 f"CLIP query vectors must have shape [B, {self.clip_dim}], found {list(vectors.shape)}"
             )
         B = vectors.shape[0]

@@ -8,7 +8,18 @@ from typing import Literal
 
 from torch import Tensor
 
+from zeroground.config import ConfigError
+from zeroground.errors import ZerogroundError
+
 SPAN_READOUTS = ("regression", "attention")
+
+
+class ModelConfigError(ConfigError):
+    """A model config whose values do not make a model (unknown read-out, sizes that do not divide)."""
+
+
+class ModelInputError(ZerogroundError, ValueError):
+    """Inputs that do not fit the model: queries of the wrong kind, features of the wrong shape."""
 
 
 @dataclass
@@ -48,13 +59,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.span_readout not in SPAN_READOUTS:
-            raise ValueError(f"unknown span_readout {self.span_readout!r}; choose one of {list(SPAN_READOUTS)}")
+            raise ModelConfigError(f"unknown span_readout {self.span_readout!r}; choose one of {list(SPAN_READOUTS)}")
         if not 0.0 < self.attention_ratio <= 1.0:
-            raise ValueError(f"attention_ratio must be in (0, 1]; got {self.attention_ratio}")
+            raise ModelConfigError(f"attention_ratio must be in (0, 1]; got {self.attention_ratio}")
         if self.hidden % max(1, self.nonlocal_heads):
-            raise ValueError(f"hidden={self.hidden} is not divisible by nonlocal_heads={self.nonlocal_heads}")
+            raise ModelConfigError(f"hidden={self.hidden} is not divisible by nonlocal_heads={self.nonlocal_heads}")
         if self.hidden % max(1, self.fusion_heads):
-            raise ValueError(f"hidden={self.hidden} is not divisible by fusion_heads={self.fusion_heads}")
+            raise ModelConfigError(f"hidden={self.hidden} is not divisible by fusion_heads={self.fusion_heads}")
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 
 from zeroground.model.preprocess import encode_queries, segment_batch
 from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch
+from zeroground.model.config import ModelInputError
 
 
 @dataclass
@@ -37,7 +38,7 @@ class SpanPredictions:
 def check_feature_dim(features_dim: int, cfg: ModelConfig, where: str = "features") -> None:
     """Clear error before any work when features do not fit the model."""
     if features_dim != cfg.video_dim:
-        raise ValueError(
+        raise ModelInputError(
             f"{where} have dimension {features_dim}, but the model was trained on {cfg.video_dim}-d video "
             f"features (video_dim); extract features with the same encoder as the model"
         )
@@ -48,13 +49,13 @@ def query_batch(cfg: ModelConfig, vocab: dict[str, int] | None,
     """Token lists or [N, Dc] CLIP vectors → the QueryBatch the model's query encoder takes."""
     if cfg.query_encoder == "tokens":
         if isinstance(queries, np.ndarray):
-            raise ValueError("this model reads word tokens; got an array of vectors")
+            raise ModelInputError("this model reads word tokens; got an array of vectors")
         if vocab is None:
-            raise ValueError("a token-query model needs its vocabulary")
+            raise ModelInputError("a token-query model needs its vocabulary")
         return QueryBatch(ids=torch.from_numpy(encode_queries(queries, vocab, cfg.max_query_len)))
     vectors = np.asarray(queries, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != cfg.clip_dim:
-        raise ValueError(f"this model reads CLIP vectors of shape [N, {cfg.clip_dim}]; got {list(vectors.shape)}")
+        raise ModelInputError(f"this model reads CLIP vectors of shape [N, {cfg.clip_dim}]; got {list(vectors.shape)}")
     return QueryBatch(vectors=torch.from_numpy(vectors))
 
 
@@ -77,10 +78,10 @@ def predict_spans(model: GroundingModel, cfg: ModelConfig, vocab: dict[str, int]
     shared = isinstance(features, np.ndarray) and features.ndim == 2
     videos = [features] if shared else list(features)
     if not shared and len(videos) != n:
-        raise ValueError(f"{len(videos)} videos for {n} queries; pass one video, or one per query")
+        raise ModelInputError(f"{len(videos)} videos for {n} queries; pass one video, or one per query")
     for i, v in enumerate(videos):
         if v.ndim != 2:
-            raise ValueError(f"video features must be [T, D]; item {i} has shape {list(v.shape)}")
+            raise ModelInputError(f"video features must be [T, D]; item {i} has shape {list(v.shape)}")
         check_feature_dim(v.shape[1], cfg, where="video features")
     spans = np.zeros((n, 2), dtype=np.float32)
     attention = np.zeros((n, cfg.num_segments), dtype=np.float32)

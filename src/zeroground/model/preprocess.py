@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from zeroground.errors import ZerogroundError
+from zeroground.model.config import ModelInputError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = {"<PAD>": PAD, "<UNK>": UNK, "<S>": BOS, "<E>": EOS}
@@ -123,7 +124,7 @@ def segment_batch(videos: Sequence[np.ndarray], spans: np.ndarray | None = None,
     """
     B = len(videos)
     if B == 0:
-        raise ValueError("segment_batch needs at least one video")
+        raise ModelInputError("segment_batch needs at least one video")
     D = videos[0].shape[1]
     feats = np.zeros((B, num_segments, D), dtype=np.float32)  # [B, S, D]
     mask = np.zeros((B, num_segments), dtype=bool)  # [B, S]
@@ -132,7 +133,7 @@ def segment_batch(videos: Sequence[np.ndarray], spans: np.ndarray | None = None,
     for b, video in enumerate(videos):
         T = video.shape[0]
         if T == 0:
-            raise ValueError(f"video {b} of the batch has no frames")
+            raise ModelInputError(f"video {b} of the batch has no frames")
         pos = sample_positions(T, num_segments, draw_offset(T, rng, num_segments))
         feats[b, : len(pos)] = video[pos]
         mask[b, : len(pos)] = True

@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zeroground.model.clip_query import ClipQueryEncoder
-from zeroground.model.config import SPAN_READOUTS, ModelConfig, QueryBatch  # noqa: F401 - re-exported
+from zeroground.model.config import (  # noqa: F401 - re-exported
+    SPAN_READOUTS,
+    ModelConfig,
+    ModelConfigError,
+    ModelInputError,
+    QueryBatch,
+)
 from zeroground.model.gru import fused_bigru, packed_bigru
 
 NEG_INF = -1e9  # the reference's fill value for masked scores
@@ -56,7 +62,7 @@ class TokenQueryEncoder(nn.Module):
 
     def forward(self, query: "QueryBatch") -> tuple[Tensor, Tensor]:
         if query.ids is None:
-            raise ValueError("the 'tokens' query encoder needs word ids (QueryBatch.ids)")
+            raise ModelInputError("the 'tokens' query encoder needs word ids (QueryBatch.ids)")
         ids = query.ids  # [B, L]
         mask = ids > 0  # [B, L]
         # an empty query would crash the packed GRU; give it one (padding) step — its
@@ -272,7 +278,7 @@ class GroundingModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.query_encoder not in QUERY_ENCODERS:
-            raise ValueError(f"unknown query_encoder {cfg.query_encoder!r}; choose one of {sorted(QUERY_ENCODERS)}")
+            raise ModelConfigError(f"unknown query_encoder {cfg.query_encoder!r}; choose one of {sorted(QUERY_ENCODERS)}")
         self.cfg = cfg
         self.query_encoder = QUERY_ENCODERS[cfg.query_encoder](cfg)
         self.video_encoder = VideoEncoder(cfg)
@@ -293,7 +299,7 @@ class GroundingModel(nn.Module):
     def encode_video(self, video_feats: Tensor, video_mask: Tensor) -> Tensor:
         """The query-independent part: [B, S, Dv] → v [B, S, D]. Encode a video once, ask many queries."""
         if video_feats.shape[-1] != self.cfg.video_dim:
-            raise ValueError(
+            raise ModelInputError(
                 f"video features have dimension {video_feats.shape[-1]}, the model expects {self.cfg.video_dim}"
             )
         return self.video_encoder(video_feats, video_mask.reshape(video_mask.shape[0], -1).bool())

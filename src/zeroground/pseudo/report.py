@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zeroground.errors import ZerogroundError
+
+
+class PseudoReportError(ZerogroundError, ValueError):
+    """A pseudo-label file that cannot be reported on."""
 
 COVERAGE_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 
@@ -106,7 +111,7 @@ def inspect_pseudo(pseudo_path: str | Path, annotations: str | Path | None = Non
     pseudo_path = Path(pseudo_path)
     moments = read_psvl_json(pseudo_path, out_of_range="clamp")
     if not moments:
-        raise ValueError(f"{pseudo_path}: no pseudo-label items")
+        raise PseudoReportError(f"{pseudo_path}: no pseudo-label items")
     spans = _spans_by_video(moments)
     all_spans = np.concatenate(list(spans.values()))  # [S, 2]
     tokens = Counter(t for m in moments for t in (m.tokens or []))

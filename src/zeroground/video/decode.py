@@ -98,7 +98,7 @@ def probe_duration(path: str | Path) -> float:
 def sample_times(duration: float, fps: float) -> np.ndarray:
     """Slot centres ``(k + 0.5) / fps`` for ``k < max(1, round(duration * fps))``."""
     if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+        raise VideoError(f"fps must be > 0, got {fps}")
     n = max(1, int(math.floor(duration * fps + 0.5)))  # half up, not banker's rounding
     return (np.arange(n) + 0.5) / fps
 
@@ -149,7 +149,7 @@ def iter_video_frames(
     """
     path = Path(path)
     if fps <= 0 or not math.isfinite(fps):
-        raise ValueError(f"fps must be a positive number, got {fps}")
+        raise VideoError(f"fps must be a positive number, got {fps}")
     container = _open(path)
     try:
         yield from _decode(

@@ -77,7 +77,7 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float) -> Pat
                 for packet in stream.encode(vf):
                     container.mux(packet)
             if stream is None:
-                raise ValueError(f"{path}: no frames to encode")
+                raise WorldError(f"{path}: no frames to encode")
             for packet in stream.encode():
                 container.mux(packet)
     path.chmod(0o644)  # the temporary file was private; a video is for everyone to watch
