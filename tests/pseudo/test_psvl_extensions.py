@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from zeroground.model.word_vectors import WordVectorError, init_word_vectors, word_vector_matrix
-from zeroground.pseudo.label import PseudoLabelError, pseudo_label, select_events, standardise_by_verb
+from zeroground.pseudo.label import PseudoLabelError, pseudo_label, select_events
 from zeroground.pseudo.psvl import (
     PSVLConfig,
     VerbStats,
@@ -62,12 +62,13 @@ def test_action_evidence_is_best_phrase_minus_neutral_prompt() -> None:
     assert action_evidence({}, frames, np.array([1.0, 0.0])) == float("-inf")
 
 
-def test_select_events_is_greedy_by_evidence_with_an_overlap_limit() -> None:
-    spans = [(0, 10), (1, 10), (20, 30), (40, 44)]
+def test_select_events_keeps_the_k_with_most_evidence_in_proposal_order() -> None:
     evidence = [0.5, 0.9, 0.3, 0.1]
-    assert select_events(evidence, spans, 2) == [0, 1]  # no limit: the two near-copies win
-    assert select_events(evidence, spans, 2, max_overlap=0.5) == [1, 2]  # tIoU(0,1) = 0.9 > 0.5
-    assert select_events(evidence, spans, 10, max_overlap=0.5) == [1, 2, 3]
+    assert select_events(evidence, 2) == [0, 1]
+    assert select_events(evidence, 10) == [0, 1, 2, 3]
+    assert select_events([0.2, 0.7, 0.7, 0.1], 2) == [1, 2]
+    assert select_events([0.7, 0.2, 0.7, 0.7], 2) == [0, 2]  # ties: the earlier proposals
+    assert select_events([], 3) == []
 
 
 def test_nouns_are_drawn_in_proportion_to_their_summed_scores() -> None:
@@ -122,8 +123,6 @@ def test_keep_events_keeps_the_action_and_drops_the_idle_stretch(tmp_path: Path)
         pseudo_label("psvl", feats, tmp_path / "x.json", **{**knobs, "verb_source": "corpus"}, keep_events=2)
     with pytest.raises(PseudoLabelError, match="noun_sampling"):
         pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, noun_sampling="best")
-    with pytest.raises(PseudoLabelError, match="evidence_norm"):
-        pseudo_label("psvl", feats, tmp_path / "x.json", **knobs, keep_events=2, evidence_norm="z")
 
 
 def test_truncation_ratio_skips_a_proposal_whose_action_goes_on_after_it(tmp_path: Path) -> None:
@@ -186,10 +185,3 @@ def test_word_vectors_are_the_scaled_text_embeddings_and_can_be_frozen() -> None
         init_word_vectors(torch.nn.Embedding(6, 4), vocab, encode)
 
 
-def test_evidence_standardised_within_each_best_verb() -> None:
-    events = [[1.0, (0, 1), [], "pick"], [3.0, (1, 2), [], "pick"], [0.1, (2, 3), [], "put"],
-              [0.3, (3, 4), [], "put"], [5.0, (4, 5), [], "open"]]
-    standardise_by_verb(events)
-    # pick: mean 2, std 1; put: mean 0.2, std 0.1; a verb seen once scores 0
-    assert [ev[0] for ev in events] == pytest.approx([-1.0, 1.0, -1.0, 1.0, 0.0])
-    assert PSVLConfig().evidence_norm == "none"

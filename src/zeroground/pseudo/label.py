@@ -161,8 +161,6 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
             raise PseudoLabelError(f"detections file has no entry for {len(missing)} video(s): {missing[:10]}")
     if pc.noun_sampling not in ("top", "sample"):
         raise PseudoLabelError(f"unknown psvl.noun_sampling {pc.noun_sampling!r}; choose 'top' or 'sample'")
-    if pc.evidence_norm not in ("none", "verb"):
-        raise PseudoLabelError(f"unknown psvl.evidence_norm {pc.evidence_norm!r}; choose 'none' or 'verb'")
     if pc.keep_events < 0:
         raise PseudoLabelError(f"psvl.keep_events must be >= 0 (0 keeps every proposal), found {pc.keep_events}")
     if pc.truncation_ratio < 0 or pc.aftermath_s <= 0:
@@ -232,44 +230,20 @@ def label_psvl(store: Any, vids: list[str], durations: dict[str, float], cfg: Ps
             best_verb = max(cos, key=cos.get) if cos else None
             events.append([evidence, (int(s), int(e)), queries, best_verb])
         per_video.append((vid, t, events))
-    if pc.keep_events > 0 and pc.evidence_norm == "verb":
-        standardise_by_verb([ev for _, _, events in per_video for ev in events])
     for vid, t, events in per_video:
         if pc.keep_events > 0:
-            events = [events[i] for i in select_events([ev[0] for ev in events], [ev[1] for ev in events],
-                                                       pc.keep_events, pc.keep_overlap)]
+            events = [events[i] for i in select_events([ev[0] for ev in events], pc.keep_events)]
         for _, span, queries, _ in events:
             for tokens in queries:
                 moments.append(_moment(vid, durations[vid], span, t, tokens))
     return moments, None
 
 
-def standardise_by_verb(events: list[list]) -> None:
-    """``psvl.evidence_norm: verb``: replace each event's action evidence (item 0) by its
-    z-score among all events whose best verb (item 3) is the same. Some actions look less
-    like an action than others (after "put down" the person stands empty-handed, close to
-    the neutral prompt), so raw evidence keeps few events of them; within-verb scores keep
-    the clearest events *of each action*."""
-    groups: dict[Any, list[list]] = {}
-    for ev in events:
-        groups.setdefault(ev[3], []).append(ev)
-    for group in groups.values():
-        values = np.array([ev[0] for ev in group], dtype=np.float64)
-        mean, std = float(values.mean()), float(values.std())
-        for ev in group:
-            ev[0] = (ev[0] - mean) / std if std > 0 else 0.0
-
-
-def select_events(evidence: list[float], spans: list[tuple[int, int]], k: int, max_overlap: float = 1.0) -> list[int]:
-    """Indices (in proposal order) of up to ``k`` pseudo-events chosen greedily by
-    ``evidence`` -- temporal NMS at tIoU ``max_overlap`` (``psvl.keep_overlap``; 1.0
-    suppresses nothing), which keeps the near-copies of a video's clearest event from
-    pushing out its other events. Ties keep proposal order."""
-    from zeroground.spans import temporal_nms
-
-    if not spans:
-        return []
-    return sorted(temporal_nms(spans, evidence, threshold=max_overlap, top_k=k).tolist())
+def select_events(evidence: list[float], k: int) -> list[int]:
+    """Indices (in proposal order) of the ``k`` pseudo-events with the most action
+    ``evidence``; ties keep proposal order."""
+    order = np.argsort(-np.asarray(evidence, dtype=np.float64), kind="stable")[:k]
+    return sorted(int(i) for i in order)
 
 
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,

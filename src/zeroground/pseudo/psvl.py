@@ -81,9 +81,6 @@ class PSVLConfig:
     # `keep_events` pseudo-events per video with the most action evidence (best verb-phrase
     # cosine minus the cosine to `neutral_prompt`); 0 keeps every proposal, as the paper does.
     keep_events: int = 0
-    keep_overlap: float = 1.0  # most tIoU a kept event may have with a better one (1.0: no limit)
-    # "none": rank by raw evidence; "verb": by its z-score among events with the same best verb
-    evidence_norm: str = "none"
     neutral_prompt: str = "a person"
     # zeroground extension (needs keep_events > 0): skip a proposal whose action goes on after
     # it ends -- the `aftermath_s` seconds right after its end show more than
