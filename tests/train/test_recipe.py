@@ -75,3 +75,16 @@ def test_cli_lists_every_recipe_on_one_line():
     lines = res.output.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == SHIPPED
     assert all(recipe_summary(recipe_path(n)) in ln for n, ln in zip(SHIPPED, lines))
+
+
+def test_train_config_from_a_recipe():
+    from zeroground.train.recipe import recipe_train_config
+
+    cfg = recipe_train_config("demo_lfvmr_psvlnet", {"data.video_features": "f.h5", "data.train_annotations": "a.json",
+                                                     "train.epochs": 4})
+    assert cfg.data.video_features == "f.h5" and cfg.train.epochs == 4 and cfg.train.ensemble == 3
+    assert cfg.model.query_encoder == "clip" and cfg.train.query_noise == "lafite"
+    with pytest.raises(ConfigError, match="model.word_vectors=CLIP"):
+        recipe_train_config("demo_psvl", {"data.video_features": "f.h5"})
+    with pytest.raises(ConfigError, match="vidoe_features"):
+        recipe_train_config("demo_lfvmr_psvlnet", {"data.vidoe_features": "f.h5"})

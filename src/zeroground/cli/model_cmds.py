@@ -39,6 +39,9 @@ def train_cmd(
         "Run directory (config, checkpoint, metrics.csv, plot, model/).")),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=(
         "Training config YAML (e.g. configs/charades_psvl.yaml). Not needed with --resume.")),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=(
+        "Instead of --config: a recipe's model and training sections (see `zeroground recipes`); "
+        "give the data with --set data.video_features=... --set data.train_annotations=...")),
     resume: Optional[Path] = typer.Option(None, "--resume", help=(
         "Continue the killed run in RUN_DIR from its last checkpoint (uses its saved config).")),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=(
@@ -59,9 +62,15 @@ def train_cmd(
             typer.echo("note: --resume uses the resolved config saved in the run directory", err=True)
         cfg = load_run_config(resume)
     else:
-        if config is None or out is None:
-            raise CommandLineError("give --config CONFIG.yaml and --out RUN_DIR (or --resume RUN_DIR to continue a run)")
-        cfg = load_train_config(config, overrides)
+        if (config is None) == (recipe is None) or out is None:
+            raise CommandLineError("give --config CONFIG.yaml or --recipe NAME, and --out RUN_DIR "
+                                   "(or --resume RUN_DIR to continue a run)")
+        if recipe is not None:
+            from zeroground.train.recipe import recipe_train_config
+
+            cfg = recipe_train_config(recipe, overrides)
+        else:
+            cfg = load_train_config(config, overrides)
     model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
     typer.echo(f"model written to {model_dir}")
 

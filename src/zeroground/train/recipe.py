@@ -98,3 +98,19 @@ def changed(changes: dict[str, Any], dotted: str) -> bool:
             return False
         node = node[key]
     return True
+
+
+def recipe_train_config(name_or_file: str | Path, overrides: dict[str, Any] | None = None):
+    """A ``TrainConfig`` from a recipe's model and training sections (``zeroground train --recipe``):
+    ``data.*`` overrides fill the data section, the others change the recipe."""
+    from zeroground.train.config import DataConfig, TrainConfig
+
+    overrides = dict(overrides or {})
+    data = {k[len("data."):]: v for k, v in overrides.items() if k.startswith("data.")}
+    loaded = load_recipe(name_or_file, {k: v for k, v in overrides.items() if not k.startswith("data.")})
+    r = loaded.recipe
+    for field_name in ("word_vectors", "text_encoder"):
+        if getattr(r.model, field_name) == ENCODER:
+            raise ConfigError(f"recipe {loaded.name} sets model.{field_name} to the run's encoder; without `fit` "
+                              f"there is none: --set model.{field_name}=CLIP_PATH_OR_HUB_ID")
+    return TrainConfig(model=r.model, data=from_dict(DataConfig, apply_overrides({}, data), where="data"), train=r.train)
