@@ -70,7 +70,7 @@ def test_wrong_feature_dimension_is_a_clear_error_before_any_work(oracle_run, tm
     res = runner.invoke(app, ["evaluate", "--model", str(oracle_run["model"]), "--features", str(feats),
                               "--annotations", str(ORACLE / "test_subset.json"), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2
-    assert "features are 64-d but model" in res.output and "expects 1024-d" in res.output
+    assert "features are 64-d but the model" in res.output and "expects 1024-d" in res.output
     assert not (tmp_path / "out").exists()
 
 

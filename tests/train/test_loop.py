@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from zeroground.model import load_model_dir, predict_spans
 from zeroground.config import parse_overrides
 from zeroground.train.config import TrainConfig
+from zeroground.model.predict import FeatureDimError
 from zeroground.train.data import TrainingDataError
 from zeroground.train.loop import TrainingInterrupted, train
 
@@ -117,7 +118,7 @@ def test_killed_run_resumes_to_identical_weights(world, tmp_path: Path) -> None:
 
 def test_feature_dimension_mismatch_fails_before_any_work(world, tmp_path: Path) -> None:
     feats, ann = world
-    with pytest.raises(TrainingDataError, match=r"features are 16-d but model.video_dim is 32"):
+    with pytest.raises(FeatureDimError, match=r"features are 16-d but the model expects 32-d.*set model.video_dim: 16"):
         train(tiny_config(feats, ann, **{"model.video_dim": 32}), tmp_path / "run", progress=False, log=None)
     assert not (tmp_path / "run").exists()
 

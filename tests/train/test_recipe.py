@@ -41,7 +41,9 @@ def test_recipe_lists_only_changes_each_with_a_reason(name):
         node = defaults
         for key in dotted.split("."):
             node = node[key]
-        assert value != node or value == ENCODER, f"{name}: {dotted} is the library default ({node!r})"
+        # model.video_dim binds the recipe to a feature width (fit refuses another), so it may repeat the default
+        assert value != node or value == ENCODER or dotted == "model.video_dim", \
+            f"{name}: {dotted} is the library default ({node!r})"
     for line in path.read_text().splitlines():
         body = line.split("#")[0]
         if body.strip() and not body.rstrip().endswith(":") and body.strip() != "{}":

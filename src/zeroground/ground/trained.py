@@ -64,12 +64,10 @@ class TrainedModel:
         return getattr(self.cfg, "text_encoder", None) or None
 
     def check_video_dim(self, dim: int, encoder: str) -> None:
-        want = int(getattr(self.cfg, "video_dim", dim))
-        if want != dim:
-            raise TrainedModelError(
-                f"model {self.path} expects {want}-d video features but encoder {encoder!r} gives {dim}-d: "
-                "ground with the encoder the model was trained on (--encoder)"
-            )
+        from zeroground.model import check_feature_dim
+
+        check_feature_dim(dim, self.cfg, where=f"encoder {encoder!r} (model {self.path})",
+                          remedy="ground with the encoder the model was trained on (--encoder)")
 
     def predict(
         self,

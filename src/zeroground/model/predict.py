@@ -35,13 +35,17 @@ class SpanPredictions:
         return len(self.spans)
 
 
-def check_feature_dim(features_dim: int, cfg: ModelConfig, where: str = "features") -> None:
-    """Clear error before any work when features do not fit the model."""
-    if features_dim != cfg.video_dim:
-        raise ModelInputError(
-            f"{where} have dimension {features_dim}, but the model was trained on {cfg.video_dim}-d video "
-            f"features (video_dim); extract features with the same encoder as the model"
-        )
+class FeatureDimError(ModelInputError):
+    """Video features whose dimension does not fit the model."""
+
+
+def check_feature_dim(features_dim: int, cfg: ModelConfig, where: str = "features",
+                      remedy: str = "use features from the encoder the model was trained on") -> None:
+    """The one "features do not fit the model" check: a clear error before any work
+    (training, evaluation, grounding and prediction all call it)."""
+    if int(features_dim) != int(cfg.video_dim):
+        raise FeatureDimError(f"{where}: features are {features_dim}-d but the model expects {cfg.video_dim}-d "
+                              f"video features (model.video_dim); {remedy}")
 
 
 def query_batch(cfg: ModelConfig, vocab: dict[str, int] | None,

@@ -44,12 +44,10 @@ def open_features_for(path: str | Path, cfg: ModelConfig, videos: Sequence[str])
     """Open a FeatureStore, check its dimension against the model and that every video is there."""
     from zeroground.features.store import FeatureStore
 
+    from zeroground.model.predict import check_feature_dim
+
     store = FeatureStore.open(path)
-    if store.dim != cfg.video_dim:
-        raise TrainingDataError(
-            f"{path}: features are {store.dim}-d but the model expects {cfg.video_dim}-d video features "
-            f"(model.video_dim); use features from the encoder the model was built for"
-        )
+    check_feature_dim(store.dim, cfg, where=str(path))
     store.require(sorted(set(videos)))
     return store
 

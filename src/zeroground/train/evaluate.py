@@ -25,15 +25,13 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     from zeroground.eval.predictions import PredictionRecord, write_predictions
     from zeroground.features.store import FeatureStore
     from zeroground.model.model_dir import load_model_dir, read_model_config
-    from zeroground.model.predict import predict_spans
+    from zeroground.model.predict import check_feature_dim, predict_spans
 
     cfg, _meta = read_model_config(model)
     store = FeatureStore.open(features)
-    if store.dim != cfg.video_dim:  # before loading weights, reading annotations or any feature
-        raise TrainingDataError(
-            f"{features}: features are {store.dim}-d but model {model} expects {cfg.video_dim}-d video features; "
-            f"evaluate with features from the encoder the model was trained on"
-        )
+    # before loading weights, reading annotations or any feature
+    check_feature_dim(store.dim, cfg, where=f"{features} (model {model})",
+                      remedy="evaluate with features from the encoder the model was trained on")
     moments = read_annotations(annotations, format=format, durations=durations)
     if not moments:
         raise TrainingDataError(f"{annotations}: no annotations to evaluate")

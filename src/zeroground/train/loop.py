@@ -28,6 +28,7 @@ import torch
 from zeroground.config import from_dict, save_config
 from zeroground.io import atomic_path, atomic_write_text
 from zeroground.model.model_dir import save_model_dir
+from zeroground.model.predict import check_feature_dim
 from zeroground.model.preprocess import build_vocab
 from zeroground.model.psvl import GroundingModel, QueryBatch, grounding_loss
 from zeroground.train.config import TrainConfig
@@ -117,11 +118,8 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
     if not Path(d.video_features).exists():
         raise TrainingDataError(f"feature store not found: {d.video_features} (set data.video_features)")
     store_dim = FeatureStore.open(d.video_features).dim
-    if store_dim != m.video_dim:
-        raise TrainingDataError(
-            f"{d.video_features}: features are {store_dim}-d but model.video_dim is {m.video_dim}; "
-            f"set model.video_dim: {store_dim} or use other features"
-        )
+    check_feature_dim(store_dim, m, where=d.video_features,
+                      remedy=f"set model.video_dim: {store_dim} or use other features")
     if not Path(d.train_annotations).exists():
         raise TrainingDataError(f"annotation file not found: {d.train_annotations} (set data.train_annotations)")
     moments = _read_moments(d.train_annotations, d.format, d.durations)
