@@ -36,15 +36,12 @@ def predict_with_readout(model_dir: Path, store, moments, clip, readout: str) ->
     (``ModelConfig.span_readout``), everything else as saved."""
     from zeroground.eval.predictions import PredictionRecord
     from zeroground.model import load_model_dir, predict_spans
-    from zeroground.train.data import query_tokens
+    from zeroground.train.data import moment_queries
 
     model, mcfg, vocab = load_model_dir(model_dir)
     mcfg.span_readout = readout
     model.cfg.span_readout = readout
-    if mcfg.query_encoder == "tokens":
-        queries: object = query_tokens(moments, "test annotations")
-    else:
-        queries = clip.encode_texts([m.sentence for m in moments])
+    queries = moment_queries(moments, mcfg.query_encoder, "test annotations", clip)
     spans = predict_spans(model, mcfg, vocab, [store[m.video] for m in moments], queries).spans.astype(np.float64)
     return [PredictionRecord(video=m.video, query=m.sentence, duration=float(m.duration),
                              gt=[float(m.start), float(m.end)], pred=[[s * m.duration, e * m.duration]])

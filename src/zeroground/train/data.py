@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,26 @@ def query_tokens(moments: Sequence, where: str) -> list[list[str]]:
     for i, toks in zip(todo, simplified):
         tokens[i] = list(toks)
     return tokens  # type: ignore[return-value]
+
+
+def query_sentences(moments: Sequence) -> list[str]:
+    """Each moment's sentence; where it has none, its tokens joined (what a text encoder embeds)."""
+    return [m.sentence or " ".join(m.tokens or []) for m in moments]
+
+
+def moment_queries(moments: Sequence, query_encoder: str, where: str, text_encoder: Any = None):
+    """The one sentence → query conversion: word tokens (:func:`query_tokens`) for a token-query
+    model, else the text encoder's embeddings of the sentences, ``[N, D]`` (``text_encoder``: a
+    loaded encoder, or a CLIP path / hub id)."""
+    if query_encoder == "tokens":
+        return query_tokens(moments, where)
+    if text_encoder is None:
+        raise TrainingDataError(f"{where}: a {query_encoder!r}-query model needs a text encoder to embed the sentences")
+    if isinstance(text_encoder, (str, Path)):
+        from zeroground.features.clip import load_clip
+
+        text_encoder = load_clip(str(text_encoder))
+    return text_encoder.encode_texts(query_sentences(moments))
 
 
 def open_features_for(path: str | Path, cfg: ModelConfig, videos: Sequence[str]):

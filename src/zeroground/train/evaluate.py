@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from zeroground.io import atomic_write_json
-from zeroground.train.data import TrainingDataError, open_features_for, query_tokens
+from zeroground.train.data import TrainingDataError, moment_queries, open_features_for
 
 
 def evaluate(model: str | Path, features: str | Path, annotations: str | Path, out: str | Path,
@@ -38,16 +38,10 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     store = open_features_for(features, cfg, [m.video for m in moments])
     net, cfg, vocab = load_model_dir(model)
 
-    if cfg.query_encoder == "tokens":
-        queries: Any = query_tokens(moments, str(annotations))
-    else:
-        encoder = text_encoder or cfg.text_encoder
-        if not encoder:
-            raise TrainingDataError(f"{model}: clip-query model without a recorded text encoder; pass --text-encoder")
-        from zeroground.features.clip import load_clip
-
-        sentences = [m.sentence or " ".join(m.tokens or []) for m in moments]
-        queries = load_clip(encoder).encode_texts(sentences)
+    encoder = text_encoder or cfg.text_encoder
+    if cfg.query_encoder != "tokens" and not encoder:
+        raise TrainingDataError(f"{model}: clip-query model without a recorded text encoder; pass --text-encoder")
+    queries: Any = moment_queries(moments, cfg.query_encoder, str(annotations), encoder)
 
     cache: dict[str, np.ndarray] = {}
 

@@ -212,8 +212,11 @@ def _true_labels(plan: _Plan, out: Path, *, clip: Any, skipped: list[str]) -> tu
     if target.is_file():
         skipped.append("sentence embeddings")
         return plan.annotations, target
-    sentences = [m.sentence or "" for m in read_annotations(plan.annotations)]
-    vectors = clip.encode_texts(sentences).astype(np.float32)  # [N, D]
+    from zeroground.train.data import moment_queries
+
+    moments = read_annotations(plan.annotations)
+    vectors = moment_queries(moments, plan.recipe.recipe.model.query_encoder, str(plan.annotations),
+                             clip).astype(np.float32)  # [N, D]
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, vectors)

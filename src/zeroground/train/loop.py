@@ -29,7 +29,7 @@ from zeroground.config import from_dict, save_config
 from zeroground.io import atomic_path, atomic_write_text
 from zeroground.model.model_dir import save_model_dir
 from zeroground.model.predict import check_feature_dim
-from zeroground.model.preprocess import build_vocab
+from zeroground.model.preprocess import PAD, UNK, build_vocab
 from zeroground.model.psvl import GroundingModel, QueryBatch, grounding_loss
 from zeroground.train.config import TrainConfig
 from zeroground.train.noise import QUERY_NOISE
@@ -38,6 +38,7 @@ from zeroground.train.data import (
     TrainingDataError,
     build_grounding_data,
     make_batch,
+    moment_queries,
     open_features_for,
     query_tokens,
 )
@@ -52,10 +53,10 @@ class TrainingInterrupted(RuntimeError):
 
 
 def drop_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Word ids ``[B, L]`` with each real word (id > 1; not padding or <UNK>) replaced by
-    <UNK> (1) with probability ``p`` (``train.word_dropout``); a new tensor."""
-    hit = (torch.rand(ids.shape, generator=generator) < p) & (ids > 1)
-    return ids.masked_fill(hit, 1)
+    """Word ids ``[B, L]`` with each real word (id > UNK; not padding or <UNK>) replaced by
+    <UNK> with probability ``p`` (``train.word_dropout``); a new tensor."""
+    hit = (torch.rand(ids.shape, generator=generator) < p) & (ids > UNK)
+    return ids.masked_fill(hit, UNK)
 
 
 def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator | None = None,
@@ -67,12 +68,12 @@ def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator
     length = ids.shape[1]
     draws = torch.rand((ids.shape[0], max_inserts, 2), generator=generator)
     for b in range(ids.shape[0]):
-        row = [int(t) for t in out[b] if int(t) != 0]
+        row = [int(t) for t in out[b] if int(t) != PAD]
         for j in range(max_inserts):
             if draws[b, j, 0] < p and len(row) < length:
                 at = min(int(draws[b, j, 1] * (len(row) + 1)), len(row))
-                row.insert(at, 1)
-        out[b] = 0
+                row.insert(at, UNK)
+        out[b] = PAD
         out[b, :len(row)] = torch.tensor(row, dtype=ids.dtype)
     return out
 
@@ -151,9 +152,7 @@ def _prepare_validation(cfg: TrainConfig, vocab: dict[str, int] | None):
     if m.query_encoder == "clip":
         if not m.text_encoder:
             raise TrainingDataError("validation of a clip-query model needs model.text_encoder (CLIP path/name)")
-        from zeroground.features.clip import load_clip
-
-        vectors = load_clip(m.text_encoder).encode_texts([x.sentence or " ".join(x.tokens or []) for x in moments])
+        vectors = moment_queries(moments, m.query_encoder, d.val_annotations, m.text_encoder)
     return build_grounding_data(moments, store, m, vocab, vectors, d.val_annotations, preload=True)
 
 
