@@ -158,3 +158,20 @@ def test_attention_span_is_the_run_around_the_peak():
     # a lower ratio widens the run, never past the valid segments
     np.testing.assert_allclose(attention_spans(w, mask, ratio=0.2)[0], [1 / 6, 5 / 6])
     np.testing.assert_allclose(attention_spans(w, mask, ratio=0.01)[0], [0, 1])
+
+
+@pytest.mark.parametrize("name", sorted(__import__("zeroground.demo.pipeline", fromlist=["x"]).BASELINE_ROWS))
+def test_every_baseline_row_predicts_one_span_inside_each_video(demo_run, name):
+    from zeroground.data.annotations import read_psvl_json
+    from zeroground.demo.pipeline import BASELINE_ROWS
+    from zeroground.features.clip import load_clip
+    from zeroground.features.store import FeatureStore
+
+    out, _, _ = demo_run
+    moments = read_psvl_json(out / "annotations" / "test.json")
+    records = BASELINE_ROWS[name](moments, store=FeatureStore.open(out / "features.h5"),
+                                  clip=load_clip(str(shipped_tiny_clip())), seed=0)
+    assert [r.video for r in records] == [m.video for m in moments]
+    for r, m in zip(records, moments):
+        s, e = r.pred[0]
+        assert 0.0 <= s <= e <= m.duration + 1e-6
