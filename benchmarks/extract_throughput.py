@@ -61,7 +61,8 @@ def make_vitb32_sized(folder: Path) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from zeroground.features.clip import _quiet_transformers, make_tiny_clip
+    from zeroground.features.clip import _quiet_transformers
+    from zeroground.testing import make_tiny_clip
 
     make_tiny_clip(folder, image_size=224, patch_size=32)  # tokenizer + 224 px processor
     cfg = CLIPConfig()
@@ -178,7 +179,7 @@ def main() -> None:
         t0 = time.perf_counter()
         videos = [make_video(tmp / f"bench{i}.mp4", args.seconds, args.native_fps, (h, w), args.gop, i) for i in range(args.videos)]
         print(f"generated {len(videos)} videos of {args.seconds:g} s, {w}x{h} @ {args.native_fps} fps in {time.perf_counter() - t0:.1f} s")
-        from zeroground.features.clip import make_tiny_clip
+        from zeroground.testing import make_tiny_clip
 
         for name in args.models.split(","):
             model_dir = make_tiny_clip(tmp / "tiny") if name == "tiny" else make_vitb32_sized(tmp / "vitb32")

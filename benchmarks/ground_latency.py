@@ -72,7 +72,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from extract_throughput import make_video, make_vitb32_sized
 
-    from zeroground.features.clip import make_tiny_clip
+    from zeroground.testing import make_tiny_clip
     from zeroground.ground.grounder import Grounder
 
     h, w = (int(x) for x in args.size.split("x"))

@@ -121,7 +121,8 @@ def train_tiny_clip(out: Path, *, n_videos: int = 120, n_heldout: int = 20, fps:
     import torch.nn.functional as F
     from transformers import CLIPModel
 
-    from zeroground.features.clip import ClipEncoder, ClipPreprocess, make_tiny_clip, preprocess_frames
+    from zeroground.features.clip import ClipEncoder, ClipPreprocess, preprocess_frames
+    from zeroground.testing import make_tiny_clip
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -14,10 +14,12 @@ import torch
 from typer.testing import CliRunner
 
 from zeroground.cli import app
-from zeroground.features.clip import ClipError, load_clip, make_tiny_clip, preprocess_frames
+from zeroground.features.clip import ClipError, load_clip, preprocess_frames
+from zeroground.testing import make_tiny_clip
 from zeroground.features.extract import extract, find_videos, read_durations, ExtractError
 from zeroground.features.store import FeatureStore
-from zeroground.video.decode import decode_video, write_test_video
+from zeroground.video.decode import decode_video
+from zeroground.testing import write_test_video
 
 torch.set_num_threads(1)
 

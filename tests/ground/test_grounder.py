@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from zeroground.cli import app
 from zeroground.data.annotations import Moment
 from zeroground.eval.predictions import read_predictions, write_predictions
-from zeroground.features.clip import load_clip, make_tiny_clip
+from zeroground.features.clip import load_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.features.store import FeatureStore, write_features_h5
 from zeroground.ground.grounder import Grounder, GroundError
 from zeroground.ground.training_free import (
@@ -23,7 +24,7 @@ from zeroground.ground.training_free import (
     inside_minus_outside,
     score_windows,
 )
-from zeroground.video.decode import write_test_video
+from zeroground.testing import write_test_video
 
 torch.set_num_threads(1)
 

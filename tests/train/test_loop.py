@@ -217,7 +217,8 @@ def test_localization_loss_weight_is_a_train_option_and_default_is_the_reference
 
 
 def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path) -> None:
-    from zeroground.features.clip import load_clip, make_tiny_clip
+    from zeroground.features.clip import load_clip
+    from zeroground.testing import make_tiny_clip
 
     feats, ann = world
     clip_dir = make_tiny_clip(tmp_path / "clip", words=WORDS, proj_dim=16)

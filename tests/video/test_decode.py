@@ -16,8 +16,8 @@ from zeroground.video.decode import (
     iter_video_frames,
     probe_duration,
     sample_times,
-    write_test_video,
 )
+from zeroground.testing import write_test_video
 
 
 @pytest.fixture(scope="module")
