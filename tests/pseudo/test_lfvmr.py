@@ -98,21 +98,13 @@ def test_pseudo_label_errors(tmp_path: Path) -> None:
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr", "anet_psvl", "anet_lfvmr"])
-def test_shipped_pseudo_label_configs_load(name: str) -> None:
-    from zeroground.config import load_config
-    from zeroground.pseudo.label import PseudoLabelConfig
+@pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr_psvlnet", "anet_psvl", "anet_lfvmr_psvlnet"])
+def test_paper_recipes_train_with_their_query_side(name: str) -> None:
+    from zeroground.train.loop import QUERY_NOISE
+    from zeroground.train.recipe import load_recipe
 
-    cfg = load_config(REPO / "configs" / "pseudo" / f"{name}.yaml", PseudoLabelConfig)
-    assert cfg.method == name.split("_")[1]
-
-
-@pytest.mark.parametrize("name", ["charades_lfvmr", "anet_psvl", "anet_lfvmr"])
-def test_shipped_training_configs_load(name: str) -> None:
-    train_config = pytest.importorskip("zeroground.train.config")
-    cfg = train_config.load_train_config(REPO / "configs" / f"{name}.yaml")
-    assert cfg.model.query_encoder == ("clip" if name.endswith("lfvmr") else "tokens")
-    if name.endswith("lfvmr"):
-        assert cfg.data.query_vectors and cfg.train.query_noise_level > 0
-        loop = pytest.importorskip("zeroground.train.loop")
-        assert callable(loop.QUERY_NOISE[cfg.train.query_noise])  # the Lafite hook
+    r = load_recipe(name).recipe
+    assert r.pseudo.method == name.split("_")[1]
+    assert r.model.query_encoder == ("clip" if "lfvmr" in name else "tokens")
+    if "lfvmr" in name:
+        assert r.train.query_noise_level > 0 and callable(QUERY_NOISE[r.train.query_noise])  # the Lafite hook

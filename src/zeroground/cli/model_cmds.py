@@ -38,7 +38,7 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=(
         "Run directory (config, checkpoint, metrics.csv, plot, model/).")),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=(
-        "Training config YAML (e.g. configs/charades_psvl.yaml). Not needed with --resume.")),
+        "Training config YAML (TrainConfig: model, data, train). Not needed with --recipe or --resume.")),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=(
         "Instead of --config: a recipe's model and training sections (see `zeroground recipes`); "
         "give the data with --set data.video_features=... --set data.train_annotations=...")),

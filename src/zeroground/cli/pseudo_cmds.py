@@ -23,6 +23,7 @@ def pseudo_label(
     features: Path = typer.Option(..., "--features", help="Feature store of the unlabeled videos (folder of <vid>.npy or .h5)."),
     out: Path = typer.Option(..., "--out", help="Output PSVL-JSON (LFVMR also writes OUT.npy; both write OUT.config.yaml)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Pseudo-label YAML (PseudoLabelConfig); the options below override it."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Or: a recipe's pseudo section (see `zeroground recipes`), e.g. charades_lfvmr_psvlnet."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Feature frames per second, if the store does not record it."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     detections: Optional[Path] = typer.Option(None, "--detections", help="PSVL nouns: detections JSON mapping video id to per-frame lists of (label, score) pairs."),
@@ -46,9 +47,15 @@ def pseudo_label(
     from zeroground.config import load_config
     from zeroground.pseudo.label import PseudoLabelConfig, pseudo_label as run
 
+    if config is not None and recipe is not None:
+        raise CommandLineError("give --config or --recipe, not both")
     cfg = load_config(config, PseudoLabelConfig) if config else None
+    if recipe is not None:
+        from zeroground.train.recipe import load_recipe
+
+        cfg = load_recipe(recipe).recipe.pseudo
     if method is None and cfg is None:
-        raise CommandLineError("give --method (psvl or lfvmr) or a --config that names one")
+        raise CommandLineError("give --method (psvl or lfvmr), or a --config or --recipe that names one")
     resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
                    detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                    num_clusters=num_clusters, min_len=min_len, max_len=max_len,
