@@ -83,6 +83,11 @@ def tag_masks(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         vote[1:] &= votes >= 2  # only ever clears; frame 0 is never examined (Q5)
     sel = np.flatnonzero(vote)
     if sel.size == 0:
+        vote[:] = True
+        if n < 3:
+            # Without the vote the reference's selection *is* the initial mask (one array), so
+            # selecting every frame also sets the mask the start refinement uses.
+            init = vote.copy()
         sel = np.arange(n)
     return init, vote, sel.astype(np.int64)
 
@@ -152,18 +157,19 @@ def coherent_kmeans(feats: torch.Tensor, k: int, window_radius: int) -> tuple[np
         centroids = torch.cat([centroids, feats[[nxt]]], dim=0)  # [j+1, D+1]
     half = window_radius // 2
     labels = torch.zeros(m, dtype=torch.int64)
-    idx = torch.arange(m)
-    lo = torch.clamp(idx - half, min=0)
-    hi = torch.clamp(idx + half, max=m - 1)
-    count = (hi - lo + 1).to(torch.float32)[:, None]
+    inner = torch.arange(max(m - 2 * half, 0))[:, None] + torch.arange(2 * half + 1)[None]  # [M-2h, 2h+1]
+    edges = sorted(set(range(min(half, m))) | set(range(max(half, m - half), m)))
     for _ in range(KMEANS_MAX_ITER):
         dist = torch.cdist(feats, centroids)  # [M, k] Euclidean
-        acc = torch.zeros_like(dist)
-        for off in range(-half, half + 1):  # row i: mean of rows max(0, i-3)..min(M-1, i+3), in row order
-            src = idx + off
-            ok = (src >= 0) & (src < m)
-            acc = acc + torch.where(ok[:, None], dist[src.clamp(0, m - 1)], torch.zeros((), dtype=dist.dtype))
-        new_labels = torch.argmin(acc / count, dim=1)
+        # Row i: mean of E over rows max(0, i-h)..min(M-1, i+h). Interior rows as one gathered
+        # [M-2h, 2h+1, k] mean, the few edge rows by slices: both reduce exactly like the
+        # reference's per-row slice mean, which k-means near-ties are sensitive to.
+        smooth = torch.empty_like(dist)
+        if inner.shape[0]:
+            smooth[half:m - half] = dist[inner].mean(dim=1)
+        for i in edges:
+            smooth[i] = dist[max(0, i - half):min(m, i + half + 1)].mean(dim=0)
+        new_labels = torch.argmin(smooth, dim=1)
         new_centroids = centroids.clone()
         for j in range(k):
             members = new_labels == j
