@@ -113,3 +113,26 @@ def test_ground_with_training_free_rules_on_a_generated_video(tiny, tmp_path):
         Grounder("training-free:tvg", str(tiny))
     bad = CliRunner().invoke(app, ["ground", str(video), "x", "--model", "training-free:tag", "-e", str(tiny), "--setting", "qv"])
     assert bad.exit_code == 2 and "unknown training-free setting" in bad.output
+
+
+def test_training_free_rows_for_the_demo_table(tiny, tmp_path):
+    from zeroground.ground.training_free import training_free_rows
+
+    clip = load_clip(tiny)
+    q = clip.encode_texts(["the door opens"])[0]
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(60, clip.dim)).astype(np.float32)
+    feats -= np.outer(feats @ q, q)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    feats[20:35] = 0.8 * q + 0.6 * feats[20:35]
+    feats[:20] = 0.3 * q + np.sqrt(1 - 0.09) * feats[:20]
+    feats[35:] = 0.3 * q + np.sqrt(1 - 0.09) * feats[35:]
+    write_features_h5(tmp_path / "f.h5", {"v1": feats}, attrs={"fps": 3.0})
+    moments = [Moment("v1", 20.0, 20 / 3, 35 / 3, "the door opens")]
+    with FeatureStore.open(tmp_path / "f.h5") as store:
+        rows = training_free_rows(store, moments, clip)
+    assert set(rows) == {"tfvtg", "tag"}
+    for recs in rows.values():
+        (rec,) = recs
+        s, e = rec.pred[0]
+        assert max(0.0, min(e, 35 / 3) - max(s, 20 / 3)) / (max(e, 35 / 3) - min(s, 20 / 3)) > 0.5, rec.pred[0]

@@ -247,3 +247,11 @@ def predict_training_free(
             pred=[[float(a), float(b)] for a, b in res.spans], scores=[float(s) for s in res.scores],
         ))
     return records
+
+
+def training_free_rows(store, moments, encoder, methods: Sequence[str] = ("tfvtg", "tag"),
+                       setting: str = "charades") -> dict[str, list]:
+    """Records of each training-free rule on the same queries, e.g. the demo table's ``tfvtg``/``tag``
+    rows: ``records.update(training_free_rows(store, test_moments, clip))`` (``clip`` = the loaded
+    encoder of the demo's features). Each record's ``pred`` is top-1 first."""
+    return {m: predict_training_free(store, moments, m, setting, encoder=encoder) for m in methods}
