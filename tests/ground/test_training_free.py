@@ -136,3 +136,17 @@ def test_training_free_rows_for_the_demo_table(tiny, tmp_path):
         (rec,) = recs
         s, e = rec.pred[0]
         assert max(0.0, min(e, 35 / 3) - max(s, 20 / 3)) / (max(e, 35 / 3) - min(s, 20 / 3)) > 0.5, rec.pred[0]
+
+
+def test_clip_baseline_on_multi_window_ground_truth_scores_both_ways(tmp_path):
+    v, t = _planted_tokens()
+    write_features_h5(tmp_path / "tok.h5", {"v1": v}, attrs={"fps": 3.0})
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text(json.dumps({"qid": 7, "query": "the planted thing", "duration": 20.0, "vid": "v1",
+                              "relevant_windows": [[20 / 3, 35 / 3], [0.0, 2.0]]}) + "\n")
+    np.save(tmp_path / "q.npy", t[None])
+    r = CliRunner().invoke(app, ["clip-baseline", "-f", str(tmp_path / "tok.h5"), "-a", str(gt), "--query-vectors",
+                                 str(tmp_path / "q.npy"), "--method", "tfvtg", "-o", str(tmp_path / "run"), "-q"])
+    assert r.exit_code == 0, r.output
+    multi = json.loads((tmp_path / "run" / "metrics_qvhighlights.json").read_text())
+    assert multi["MR-full-R1@0.5"] == 100.0 and "MR-full-mAP" in multi and "MR-full-R1@0.5" in r.output

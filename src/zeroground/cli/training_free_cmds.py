@@ -73,8 +73,15 @@ def clip_baseline(
                 })
             write_predictions(pred_path, records)
             metrics = score_file(pred_path)
+            multi = None
+            if any(m.windows for m in moments):  # QVHighlights / lighthouse ground truth: their metrics too
+                from zeroground.eval.qvhighlights import score_qvhighlights
+
+                multi = score_qvhighlights(pred_path, moments, pred_path.with_name("metrics_qvhighlights.json"))
     except ZerogroundError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     print_metrics_table({f"{method} ({setting})": metrics})
+    if multi:
+        typer.echo("  ".join(f"{k} {v:.2f}" for k, v in multi.items()))
     typer.echo(f"wrote {len(records)} predictions to {pred_path}; metrics beside it")
