@@ -7,7 +7,7 @@ walk the windows:
 
 * loop TFVTG (``tests/ground/tf_loop_reference.py``): Python loops over window lengths
   and starts (a slice sum per window), the per-frame dynamic scan, NMS over a list.
-* loop TAG: the vectorised stages where the reference is vectorised too (masks,
+* loop TAG (same file): the vectorised stages where the reference is vectorised too (masks,
   Box-Cox, pooling), and per-frame / per-row / per-pair Python loops where the reference
   loops: the dynamic scan, the k-means window mean, the proposal scores.
 
@@ -34,9 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.ground.tf_loop_reference import tfvtg_loop  # noqa: E402
+from tests.ground.tf_loop_reference import tag_loop, tfvtg_loop  # noqa: E402
 from zeroground.ground import tag as tag_mod  # noqa: E402
-from zeroground.ground.tf_common import as_tokens, frame_similarity, iou_vote  # noqa: E402
+from zeroground.ground.tf_common import frame_similarity  # noqa: E402
 from zeroground.ground.tfvtg import TFVTG_SETTINGS, tfvtg, tfvtg_from_similarity  # noqa: E402
 
 
@@ -52,71 +52,6 @@ def make_inputs(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     c = 0.18 + 0.12 * ((t > 0.4) & (t < 0.6)) + 0.02 * rng.standard_normal(n)  # planted curve
     v[:, 0] = c[:, None] * text + np.sqrt(1 - c[:, None] ** 2) * v[:, 0]
     return v.astype(np.float16), text
-
-
-def _scan_loop(x: np.ndarray, m: np.ndarray, stride: int) -> list[int]:
-    from zeroground.ground.tf_common import smoothing_taps
-
-    taps = smoothing_taps(stride).tolist()
-    n = len(x)
-    g = [sum(taps[j] * float(x[i + j]) for j in range(len(taps))) for i in range(n - len(taps) + 1)]
-    d = [0.0] * n
-    left = len(taps) // 2
-    for i in range(1, len(g)):
-        d[left + i - 1] = (g[i] - g[i - 1]) * float(m[left + i - 1])
-    out, f1, f2, f3, idx = [], 0.0, 0.0, 0.0, 0
-    for i in range(n):
-        f3, f2, f1 = f2, f1, d[i]
-        if not (3 * f1 > 0.0005 or 2 * f1 + f2 > 0.0005 or f1 + f2 + f3 > 0.0005):
-            idx = i
-        out.append(idx)
-    return out
-
-
-def tag_loop(video: np.ndarray, text: np.ndarray, duration: float, setting: str = "charades"):
-    """TAG with the reference's loops (per frame, per row, per proposal pair) -> top-1 (start, end)."""
-    cfg = tag_mod.TAG_SETTINGS[setting]
-    v = as_tokens(video)
-    n = v.shape[0]
-    c, best = frame_similarity(v, text)
-    init, _, sel = tag_mod.tag_masks(c)
-    a, _ = tag_mod.boxcox_adjust(c[sel], cfg["gamma"])
-    feats = tag_mod.temporal_pooling(v, best, sel, 21)
-    m = feats.shape[0]
-    k = min(9, max(2, m))
-    gen = torch.Generator().manual_seed(60)
-    cents = feats[[int(torch.randint(0, m, (1,), generator=gen))]]
-    for _ in range(1, k):
-        d2 = torch.cdist(feats, cents).min(dim=1).values ** 2
-        cum = torch.cumsum(d2 / d2.sum(), 0)
-        cents = torch.cat([cents, feats[[int(torch.searchsorted(cum, torch.rand(1, generator=gen)))]]])
-    labels = torch.zeros(m, dtype=torch.long)
-    for _ in range(100):
-        dist = torch.cdist(feats, cents)
-        smooth = torch.stack([dist[max(0, i - 3):min(m, i + 4)].mean(dim=0) for i in range(m)])
-        new = torch.argmin(smooth, dim=1)
-        nc = torch.stack([feats[new == j].mean(0) if (new == j).any() else cents[j] for j in range(k)])
-        if torch.allclose(cents, nc, atol=1e-4, rtol=1e-5):
-            break
-        cents, labels = nc, new
-    lab = labels.tolist()
-    st = [0] + [i for i in range(1, m) if lab[i] != lab[i - 1]] + [m]
-    props = []
-    a_list = a.tolist()
-    for p in range(len(st)):
-        for q in range(p + 1, len(st)):
-            lo, hi = st[p], st[q]
-            if hi - lo > n * cfg["prior"]:
-                continue
-            inner = sum(a_list[lo:hi])
-            length = hi - lo
-            score = inner / length if length == m else inner / length - (sum(a_list) - inner) / (m - length)
-            props.append((round(score, 4), int(sel[lo]), int(sel[hi]) if hi < m else n))
-    props.sort(key=lambda r: -np.float32(r[0]))
-    d_start = _scan_loop(c * init, init, min(int(cfg["stride"]), n // 2))
-    cand = [(d_start[s] / n * duration, e / n * duration, sc / props[0][0]) for sc, s, e in props[: int(cfg["cand_num"])]]
-    order, _ = iou_vote(np.array(cand), 0.6)
-    return cand[order[0]][:2]
 
 
 def _median_pair(fast, slow, repeats: int) -> tuple[float, float]:

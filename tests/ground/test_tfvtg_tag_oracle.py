@@ -16,7 +16,7 @@ import pytest
 from zeroground.ground.tag import TAG_SETTINGS, tag
 from zeroground.ground.tf_common import TrainingFreeError, frame_similarity
 from zeroground.ground.tfvtg import TFVTG_SETTINGS, tfvtg
-from tests.ground.tf_loop_reference import tfvtg_loop
+from tests.ground.tf_loop_reference import tag_loop, tfvtg_loop
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "training_free"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "training_free"
@@ -154,8 +154,9 @@ def test_full_development_oracle():
 
 @pytest.mark.parametrize("profile", ["charades", "activitynet"])
 def test_unseen_queries_other_seed(profile):
-    """Queries from another master seed: no oracle, so invariants and an independent loop TFVTG."""
-    for i in (8, 9, 10, 1, 3, 6):
+    """Queries from another master seed: no oracle, so invariants and independent loop versions."""
+    runs = tag_disagree = 0
+    for i in (8, 9, 1, 6):  # two normal queries, all_above, sparse
         p = MAKE.sample_params(777, profile, i, "unseen")
         n, dur = p["num_frames"], p["duration"]
         for fs in MAKE.FEATURE_SETS:
@@ -177,6 +178,9 @@ def test_unseen_queries_other_seed(profile):
                 assert all(int(s) in frames for s in r.proposals[:, 2])  # proposals start at selected frames
                 assert r.segments[-1] == (len(frames), len(frames))
                 assert np.isclose(r.candidates[0, 2], 1.0)
+                runs += 1
+                tag_disagree += not np.allclose(r.top1, tag_loop(v, t, dur, st), atol=1e-3)
+    assert tag_disagree <= 0.03 * runs, (tag_disagree, runs)
 
 
 def test_reference_failures_are_clear_errors():
