@@ -70,7 +70,8 @@ def test_require_names_all_missing_videos(store_path):
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        (np.zeros((4, 8, 1), np.float32), r"expected a \[T, D\] array \(rank 2\), found shape \(4, 8, 1\)"),
+        (np.zeros((4, 8, 1), np.float32), r"\[T, K=8, D\] token features in a store of \[T, D\] frame features"),
+        (np.zeros((4, 8, 1, 1), np.float32), r"expected \[T, D\] frame features or \[T, K, D\] token features, found shape \(4, 8, 1, 1\)"),
         (np.zeros((4, 6), np.float32), r"feature dimension 6 differs from the store's 8"),
         (np.array([[0.0] * 8, [np.nan] * 8], np.float32), r"8 non-finite value\(s\) \(NaN/inf\), first at time step 1"),
         (np.full((2, 8), np.inf, np.float32), r"16 non-finite value"),
@@ -168,3 +169,36 @@ def test_per_video_attrs_and_recorded_durations(tmp_path):
         assert store.durations() == {"a": 10.4, "b": 5.0}  # recorded duration wins over T / fps
         assert store.durations(fps=2.0) == {"a": 5.0, "b": 2.5}  # an explicit fps wins over both
         assert store.dim == 2
+
+
+def test_token_layout_round_trips_and_is_validated(tmp_path):
+    """[T, K, D] token features (BLIP-2 Q-Former style, 32 x 256) beside [T, D] frame features."""
+    rng = np.random.default_rng(0)
+    feats = {"a": rng.standard_normal((7, 32, 256)).astype(np.float16), "b": rng.standard_normal((3, 32, 256)).astype(np.float32)}
+    path = write_features_h5(tmp_path / "tok.h5", feats, attrs={"fps": 3.0})
+    store = FeatureStore.open(path)
+    assert store.tokens == 32 and store.dim == 256
+    assert store.shape("a") == (7, 32, 256)
+    np.testing.assert_array_equal(store["a"], feats["a"].astype(np.float32))
+    assert store["b"].dtype == np.float32 and store["b"].shape == (3, 32, 256)
+    store.check_shapes()
+    assert store.durations() == {"a": 7 / 3.0, "b": 1.0}
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "a.npy", feats["a"])
+    np.save(folder / "c.npy", rng.standard_normal((4, 16, 256)).astype(np.float32))  # another K
+    np.save(folder / "d.npy", rng.standard_normal((4, 256)).astype(np.float32))  # frame layout
+    st = FeatureStore.open(folder)
+    assert st.tokens == 32
+    with pytest.raises(FeatureError, match=r"\[T, K=16, D\] token features in a store of \[T, K=32, D\] token features"):
+        st["c"]
+    with pytest.raises(FeatureError, match=r"\[T, D\] frame features in a store of \[T, K=32, D\] token features"):
+        st["d"]
+    with pytest.raises(FeatureError, match="does not fit"):
+        st.check_shapes()
+    with pytest.raises(FeatureError, match="one store holds one layout"):
+        write_features_h5(tmp_path / "mixed.h5", {"a": feats["a"], "d": np.zeros((4, 256), np.float32)})
+    with H5FeatureWriter(tmp_path / "w.h5") as w:
+        w.add("a", feats["a"])
+        with pytest.raises(FeatureError, match="one store holds one layout"):
+            w.add("d", np.zeros((4, 256), np.float32))

@@ -62,13 +62,35 @@ def _read(annotations: Path, fmt: str, durations: Optional[Path], out_of_range: 
 def score(
     predictions: Path = typer.Argument(..., help="Predictions JSON Lines: {video, query, duration, gt, pred, scores?} per line, seconds."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the metrics (default: metrics.json beside PREDICTIONS)."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", "-a", help="Ground truth for --format qvhighlights (QVHighlights / lighthouse JSON lines, one or more windows per query)."),
+    fmt: str = typer.Option("zeroground", "--format", help="zeroground (single-window R1/R5/mIoU from the predictions file's gt) or qvhighlights (multi-window R1@0.5/0.7, mAP, as Moment-DETR's standalone_eval)."),
 ) -> None:
     """Score a predictions file: R1/R5 at tIoU 0.1/0.3/0.5/0.7 and mIoU (R5 only with >= 5 predictions per query).
 
-    Prints a table (percent) and writes metrics.json (fractions) next to the file.
+    Prints a table (percent) and writes metrics.json (fractions) next to the file. With
+    --format qvhighlights --annotations GT: the multi-window metrics under the evaluator's
+    names (MR-full-R1@0.5, MR-full-mAP, MR-short-mAP, ..., percent); predictions as
+    pred_relevant_windows [[s, e, score], ...] by qid, or zeroground records in GT line order.
     """
     from zeroground.eval.predictions import metrics_path_for, score as score_file
 
+    if fmt not in ("zeroground", "qvhighlights"):
+        typer.secho(f"error: unknown --format {fmt!r}; choose zeroground or qvhighlights", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if fmt == "qvhighlights":
+        from zeroground.data.annotations import read_qvhighlights
+        from zeroground.eval.qvhighlights import score_qvhighlights
+
+        if annotations is None:
+            from zeroground.eval.qvhighlights import QVHighlightsError
+
+            raise QVHighlightsError("--format qvhighlights needs --annotations GT (JSON lines with relevant_windows)")
+        metrics = score_qvhighlights(predictions, read_qvhighlights(annotations), out)
+        typer.echo(f"{'metric':<20} {'value':>7}")
+        for key, value in metrics.items():
+            typer.echo(f"{key:<20} {value:>7.2f}")
+        typer.echo(f"metrics written to {out or metrics_path_for(predictions)}")
+        return
     metrics = score_file(predictions, out)
     print_metrics_table({predictions.name: metrics})
     typer.echo(f"metrics written to {out or metrics_path_for(predictions)}")

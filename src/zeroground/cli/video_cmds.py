@@ -1,4 +1,4 @@
-"""CLI for raw video: ``extract`` (CLIP features), ``clip-baseline`` (training-free), ``ground``.
+"""CLI for raw video: ``extract`` (CLIP features), ``ground`` (``clip-baseline`` lives in training_free_cmds).
 
 Thin shells over :func:`zeroground.features.extract.extract`,
 :func:`zeroground.ground.training_free.clip_training_free` and
@@ -61,47 +61,15 @@ def extract(
         raise typer.Exit(EXIT_SKIPPED)
 
 
-@app.command("clip-baseline")
-def clip_baseline(
-    features: Path = typer.Argument(..., help="CLIP frame features (.h5 from 'zeroground extract', or a folder of .npy)."),
-    annotations: Path = typer.Argument(..., help="Annotations with sentences (charades_sta, activitynet or psvl format)."),
-    encoder: str = typer.Option(..., "--encoder", "-e", help=_ENCODER_HELP + " Must be the one the features were made with."),
-    out: Path = typer.Option(Path("predictions_clip.jsonl"), "--out", "-o", help="Predictions JSON Lines to write."),
-    top_k: int = typer.Option(5, "--top-k", help="Spans per query."),
-    fmt: str = typer.Option("auto", "--format", help="Annotation format: auto, charades_sta, activitynet or psvl."),
-    durations: Optional[Path] = typer.Option(None, "--durations", help="Charades-STA text only: durations (CSV or feature store)."),
-) -> None:
-    """Training-free CLIP baseline: multi-scale windows scored by mean similarity inside minus outside.
-
-    Frame-text cosine similarities, windows of 5%..90% of the video (stride 1/4
-    length), score = mean inside - mean outside, temporal NMS at tIoU 0.5, top-k.
-    Writes predictions and prints R1/R5 metrics.
-    """
-    from zeroground.data.annotations import read_annotations
-    from zeroground.eval.metrics import evaluate_predictions
-    from zeroground.eval.predictions import write_predictions
-    from zeroground.features.store import FeatureStore
-    from zeroground.ground.training_free import clip_training_free
-
-    moments = read_annotations(annotations, format=fmt, durations=durations)
-    with FeatureStore.open(features) as store:
-        records = clip_training_free(store, moments, encoder, top_k=top_k)
-    write_predictions(out, records)
-    metrics = evaluate_predictions(records)
-    from zeroground.cli.data_cmds import print_metrics_table
-
-    print_metrics_table({"clip-training-free": metrics})
-    typer.echo(f"wrote {len(records)} predictions to {out}")
-
-
 @app.command("ground")
 def ground(
     video: Path = typer.Argument(..., help="A video file."),
     query: str = typer.Argument(..., help="The sentence describing the moment."),
-    model: str = typer.Option("training-free", "--model", "-m", help="A zeroground model directory, or 'training-free'."),
+    model: str = typer.Option("training-free", "--model", "-m", help="A zeroground model directory, or a training-free rule: 'training-free' (= training-free:windows), 'training-free:tfvtg', 'training-free:tag'."),
+    setting: str = typer.Option("charades", "--setting", help="Training-free rules' constants: charades (short videos) or activitynet (long ones)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help=_ENCODER_HELP + " Default: the one recorded in the model directory."),
     top_k: int = typer.Option(5, "--top-k", help="Spans to print. A trained model gives rank 1; ranks 2.. come from the training-free scorer."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to encode the video at (default: the rate of the model's training features when it records one, else 1)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to encode the video at (default: the rate of the model's training features when it records one; 3 for tfvtg/tag, as their authors; else 1)."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default $ZEROGROUND_CACHE or ~/.cache/zeroground/features)."),
 ) -> None:
@@ -112,7 +80,7 @@ def ground(
     """
     from zeroground.ground.grounder import Grounder
 
-    grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir)
+    grounder = Grounder(model, encoder, fps=fps, device=device, cache_dir=cache_dir, setting=setting)
     spans = grounder.ground(video, query, top_k=top_k)
     typer.echo(f"{video.name}: {query!r}")
     typer.echo(f"{'rank':>4}  {'start':>8}  {'end':>8}  {'score':>7}  source")

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 OutOfRange = Literal["error", "clamp", "keep"]
 OUT_OF_RANGE_CHOICES: tuple[str, ...] = ("error", "clamp", "keep")
-FORMATS: tuple[str, ...] = ("charades_sta", "activitynet", "psvl")
+FORMATS: tuple[str, ...] = ("charades_sta", "activitynet", "psvl", "qvhighlights")
 
 #: Fields a PSVL-JSON item may carry. ``pos`` (part-of-speech tags of ``tokens``) is in
 #: PSVL's released Charades-STA test file; anything else is rejected as a probable typo.
@@ -68,6 +68,10 @@ class Moment:
     sentence: str | None = None
     tokens: list[str] | None = None
     pos: list[str] | None = field(default=None, repr=False)
+    # Every ground-truth window [[s, e], ...] of a multi-window query (QVHighlights / lighthouse
+    # JSON lines); ``start``/``end`` are the first. None for the single-window formats.
+    windows: list[list[float]] | None = field(default=None, repr=False)
+    qid: Any = field(default=None, repr=False)  # the query id of the source file, when it has one
 
     @property
     def span(self) -> tuple[float, float]:
@@ -424,6 +428,8 @@ def detect_format(path: str | Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".txt", ".sta"):
         return "charades_sta"
+    if suffix == ".jsonl":
+        return "qvhighlights"
     if suffix == ".json":
         try:
             with open(path, encoding="utf-8") as fh:
@@ -461,7 +467,61 @@ def read_annotations(
         return read_activitynet(path, out_of_range=out_of_range, end_slack=end_slack)
     if fmt == "psvl":
         return read_psvl_json(path, out_of_range=out_of_range, end_slack=end_slack)
+    if fmt == "qvhighlights":
+        return read_qvhighlights(path, out_of_range=out_of_range, end_slack=end_slack)
     raise AnnotationError(f"{path}: unknown annotation format {format!r}; choose auto or one of {FORMATS}")
+
+
+QVH_FIELDS = ("qid", "query", "duration", "vid", "relevant_windows")
+
+
+def read_qvhighlights(path: str | Path, *, out_of_range: OutOfRange = "error", end_slack: float = 2.0) -> list[Moment]:
+    """QVHighlights / lighthouse JSON lines: one ``{qid, query, duration, vid, relevant_windows}`` a line.
+
+    ``relevant_windows`` holds one or more ``[s, e]`` in seconds; all are kept in
+    :attr:`Moment.windows` (``start``/``end`` = the first). Other fields (saliency) are ignored.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: annotation file not found") from None
+    checker = _SpanChecker(path, out_of_range, end_slack)
+    moments: list[Moment] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {lineno}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(f"{path}: {where}: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise AnnotationError(f"{path}: {where}: expected a JSON object")
+        missing = [k for k in QVH_FIELDS if k not in d]
+        if missing:
+            raise AnnotationError(f"{path}: {where}: missing field(s) {missing} (QVHighlights layout: {list(QVH_FIELDS)})")
+        wins = d["relevant_windows"]
+        if (not isinstance(wins, list) or not wins or not all(
+                isinstance(w, (list, tuple)) and len(w) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in w)
+                for w in wins)):
+            raise AnnotationError(f"{path}: {where}: relevant_windows must be a non-empty list of [start, end], got {wins!r}")
+        dur = d["duration"]
+        if isinstance(dur, bool) or not isinstance(dur, (int, float)):
+            raise AnnotationError(f"{path}: {where}: duration must be a number of seconds, got {dur!r}")
+        query = d["query"]
+        if not isinstance(query, str):
+            raise AnnotationError(f"{path}: {where}: query must be a string, got {query!r}")
+        checked = [checker.check(Moment(str(d["vid"]), float(dur), float(a), float(b), query.strip()), f"{where} (qid {d['qid']})")
+                   for a, b in wins]
+        first = checked[0]
+        first.windows = [[w.start, w.end] for w in checked]
+        first.qid = d["qid"]
+        moments.append(first)
+    checker.report()
+    if not moments:
+        raise AnnotationError(f"{path}: no queries")
+    return moments
 
 
 def write_annotations(moments: Sequence[Moment], path: str | Path, format: str = "auto") -> None:

@@ -1,8 +1,11 @@
-"""Per-video feature arrays ``[T, D]`` served lazily from disk.
+"""Per-video feature arrays served lazily from disk: frame features ``[T, D]`` (CLIP, what
+``zeroground extract`` writes) or token features ``[T, K, D]`` (K tokens per frame, e.g. BLIP-2
+Q-Former outputs, 32 x 256, as TFVTG/TAG use). A store holds one layout; :attr:`FeatureStore.tokens`
+says which (``None`` for frame features, else K).
 
 Two layouts are read: a folder of ``<vid>.npy`` files (the layout of PSVL/LFVMR's
 released features) and one HDF5 file with one dataset per video id (at the root, or under
-a group ``features``). Nothing is loaded at open; each array is read, and checked (rank 2,
+a group ``features``). Nothing is loaded at open; each array is read, and checked (rank 2 or 3,
 finite, the store's dimension), when asked for, so a bad array is named the moment it is
 met instead of surfacing as a NaN loss hours later. :meth:`FeatureStore.require` checks a
 whole split before training and names *all* missing videos at once.
@@ -48,13 +51,28 @@ class MissingFeaturesError(FeatureError):
         self.missing = missing
 
 
-def _check_array(arr: np.ndarray, where: str, dim: int | None) -> np.ndarray:
-    if arr.ndim != 2:
-        raise FeatureError(f"{where}: expected a [T, D] array (rank 2), found shape {tuple(arr.shape)}")
+def _check_array(arr: np.ndarray, where: str, dim: int | None, tokens: int | None | bool = False) -> np.ndarray:
+    """Validate one video's features: ``[T, D]``, or ``[T, K, D]`` token features.
+
+    ``dim``: the store's D (None: any). ``tokens``: the store's K (None: frame features
+    required; False: either layout accepted).
+    """
+    if arr.ndim not in (2, 3):
+        raise FeatureError(
+            f"{where}: expected [T, D] frame features or [T, K, D] token features, found shape {tuple(arr.shape)}"
+        )
     if arr.shape[0] == 0:
         raise FeatureError(f"{where}: array has no time steps (shape {tuple(arr.shape)})")
-    if dim is not None and arr.shape[1] != dim:
-        raise FeatureError(f"{where}: feature dimension {arr.shape[1]} differs from the store's {dim}")
+    if tokens is not False:
+        k = arr.shape[1] if arr.ndim == 3 else None
+        if k != tokens:
+            have = f"[T, K={k}, D] token features" if k is not None else "[T, D] frame features"
+            want = f"[T, K={tokens}, D] token features" if tokens is not None else "[T, D] frame features"
+            raise FeatureError(f"{where}: {have} in a store of {want}; one store holds one layout")
+    if arr.ndim == 3 and arr.shape[1] == 0:
+        raise FeatureError(f"{where}: token features with K = 0 tokens per frame (shape {tuple(arr.shape)})")
+    if dim is not None and arr.shape[-1] != dim:
+        raise FeatureError(f"{where}: feature dimension {arr.shape[-1]} differs from the store's {dim}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise FeatureError(f"{where}: expected real numbers, found dtype {arr.dtype}")
     arr = np.asarray(arr, dtype=np.float32)
@@ -88,8 +106,8 @@ class FeatureStore:
     def video_ids(self) -> list[str]:
         raise NotImplementedError
 
-    def shape(self, vid: str) -> tuple[int, int]:
-        """``(T, D)`` of one video, from metadata only (no array read)."""
+    def shape(self, vid: str) -> tuple[int, ...]:
+        """``(T, D)`` (or ``(T, K, D)`` for token features) of one video, from metadata only."""
         raise NotImplementedError
 
     def _read(self, vid: str) -> np.ndarray:
@@ -109,8 +127,17 @@ class FeatureStore:
                 ids = self.video_ids
                 if not ids:
                     raise FeatureError(f"{self.path}: empty feature store: no dimension to report")
-                self._dim = int(self.shape(ids[0])[1])
+                self._dim = int(self.shape(ids[0])[-1])
         return self._dim
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens per frame K of a ``[T, K, D]`` token store; None for ``[T, D]`` frame features."""
+        if not hasattr(self, "_tokens"):
+            ids = self.video_ids
+            shp = self.shape(ids[0]) if ids else ()
+            self._tokens = int(shp[1]) if len(shp) == 3 else None
+        return self._tokens
 
     @property
     def fps(self) -> float | None:
@@ -121,7 +148,7 @@ class FeatureStore:
     def __getitem__(self, vid: str) -> np.ndarray:
         if vid not in self:
             raise MissingFeaturesError(f"{self.path}: no features for video {vid!r}", [vid])
-        return _check_array(self._read(vid), self._where(vid), self.dim)  # [T, D]
+        return _check_array(self._read(vid), self._where(vid), self.dim, self.tokens)  # [T, D] or [T, K, D]
 
     def get(self, vid: str, default: Any = None) -> Any:
         return self[vid] if vid in self else default
@@ -153,9 +180,11 @@ class FeatureStore:
         """Check every (or the given) video's shape against the store's dimension, from metadata only."""
         dim = self.dim
         for vid in self.video_ids if vids is None else vids:
-            t, d = self.shape(vid)
-            if d != dim or t == 0:
-                raise FeatureError(f"{self._where(vid)}: shape ({t}, {d}) does not fit [T>0, {dim}]")
+            shp = self.shape(vid)
+            k = shp[1] if len(shp) == 3 else None
+            if shp[-1] != dim or shp[0] == 0 or k != self.tokens:
+                want = f"[T>0, {dim}]" if self.tokens is None else f"[T>0, {self.tokens}, {dim}]"
+                raise FeatureError(f"{self._where(vid)}: shape {tuple(shp)} does not fit {want}")
 
     def entry_attrs(self, vid: str) -> dict[str, Any]:
         """Per-video metadata (HDF5 dataset attributes, e.g. ``duration``); empty for ``.npy`` folders."""
@@ -230,11 +259,11 @@ class NpyFolderStore(FeatureStore):
         except (ValueError, OSError, EOFError) as exc:
             raise FeatureError(f"{self._where(vid)}: unreadable .npy file ({exc})") from None
 
-    def shape(self, vid: str) -> tuple[int, int]:
+    def shape(self, vid: str) -> tuple[int, ...]:
         shp = self._load(vid, mmap=True).shape
-        if len(shp) != 2:
-            raise FeatureError(f"{self._where(vid)}: expected a [T, D] array (rank 2), found shape {shp}")
-        return int(shp[0]), int(shp[1])
+        if len(shp) not in (2, 3):
+            raise FeatureError(f"{self._where(vid)}: expected [T, D] or [T, K, D] features, found shape {shp}")
+        return tuple(int(x) for x in shp)
 
     def _read(self, vid: str) -> np.ndarray:
         return self._load(vid, mmap=False)
@@ -287,11 +316,11 @@ class H5FeatureStore(FeatureStore):
     def _where(self, vid: str) -> str:
         return f"{self.path}:/{self._prefix}{vid} (video {vid!r})"
 
-    def shape(self, vid: str) -> tuple[int, int]:
+    def shape(self, vid: str) -> tuple[int, ...]:
         shp = self._handle()[self._prefix + vid].shape
-        if len(shp) != 2:
-            raise FeatureError(f"{self._where(vid)}: expected a [T, D] array (rank 2), found shape {shp}")
-        return int(shp[0]), int(shp[1])
+        if len(shp) not in (2, 3):
+            raise FeatureError(f"{self._where(vid)}: expected [T, D] or [T, K, D] features, found shape {shp}")
+        return tuple(int(x) for x in shp)
 
     def _read(self, vid: str) -> np.ndarray:
         return self._handle()[self._prefix + vid][()]
@@ -340,14 +369,15 @@ def write_features_h5(
 
     path = Path(path)
     dim = None
+    tokens: int | None | bool = False  # layout of the first array; the rest must match
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             for key, value in (attrs or {}).items():
                 fh.attrs[key] = value
             for vid, arr in _items(items):
                 _check_vid(vid, path)
-                arr = _check_array(np.asarray(arr), f"{path} (video {vid!r})", dim)
-                dim = arr.shape[1]
+                arr = _check_array(np.asarray(arr), f"{path} (video {vid!r})", dim, tokens)
+                dim, tokens = arr.shape[-1], (arr.shape[1] if arr.ndim == 3 else None)
                 if vid in fh:
                     raise FeatureError(f"{path}: video {vid!r} given twice")
                 fh.create_dataset(vid, data=arr)
@@ -391,9 +421,11 @@ class H5FeatureWriter:
                 )
             fh.attrs[key] = value
         self._dim: int | None = None
+        self._tokens: int | None | bool = False
         for name, obj in fh.items():
-            if isinstance(obj, h5py.Dataset) and obj.attrs.get("complete", False) and obj.ndim == 2:
-                self._dim = int(obj.shape[1])
+            if isinstance(obj, h5py.Dataset) and obj.attrs.get("complete", False) and obj.ndim in (2, 3):
+                self._dim = int(obj.shape[-1])
+                self._tokens = int(obj.shape[1]) if obj.ndim == 3 else None
                 break
         fh.flush()
 
@@ -419,10 +451,10 @@ class H5FeatureWriter:
         return {k: _plain(v) for k, v in self._fh[vid].attrs.items() if k != "complete"}
 
     def add(self, vid: str, array: np.ndarray, attrs: Mapping[str, Any] | None = None) -> None:
-        """Write (or overwrite) one video's ``[T, D]`` features, with optional per-video
+        """Write (or overwrite) one video's ``[T, D]`` (or ``[T, K, D]``) features, with optional per-video
         ``attrs`` (e.g. ``duration`` in seconds), and flush to disk."""
         _check_vid(vid, self.path)
-        arr = _check_array(np.asarray(array), f"{self.path} (video {vid!r})", self._dim)
+        arr = _check_array(np.asarray(array), f"{self.path} (video {vid!r})", self._dim, self._tokens)
         if vid in self._fh:
             del self._fh[vid]
         ds = self._fh.create_dataset(vid, data=arr)
@@ -433,7 +465,8 @@ class H5FeatureWriter:
         self._fh.flush()
         ds.attrs["complete"] = True
         self._fh.flush()
-        self._dim = arr.shape[1]
+        self._dim = arr.shape[-1]
+        self._tokens = arr.shape[1] if arr.ndim == 3 else None
 
     def close(self) -> None:
         if self._fh is not None:

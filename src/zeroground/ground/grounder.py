@@ -10,7 +10,9 @@ The object behind ``zeroground ground`` and the web demo. Encoding a video
   the encoder and the fps, so a renamed copy of a video hits the cache and an
   edited one misses it.
 
-Models: ``"training-free"`` (the CLIP baseline, :mod:`.training_free`) or a
+Models: ``"training-free"`` (the CLIP windows baseline, :mod:`.training_free`),
+``"training-free:<rule>"`` for any rule of ``TRAINING_FREE_METHODS`` (``windows``,
+``tfvtg``, ``tag``; encoded at 3 frames/s by default, the rate their authors used), or a
 model directory trained by zeroground. A trained PSVL-style model regresses
 one span; for ``top_k > 1`` the remaining spans come from the training-free
 scorer on the same features (after NMS against the model's span), and every
@@ -32,6 +34,7 @@ from zeroground.errors import ZerogroundError
 from zeroground.ground.training_free import NMS_THRESHOLD, score_windows
 
 TRAINING_FREE = "training-free"
+RULE_FPS = 3.0  # TFVTG's feature_extraction.py default; TAG uses the same features
 
 
 class GroundError(ZerogroundError, ValueError):
@@ -43,7 +46,7 @@ class GroundedSpan:
     start: float  # seconds
     end: float  # seconds
     score: float  # training-free score (inside minus outside similarity)
-    source: str  # "model" (the trained model's span) or "clip" (training-free scorer)
+    source: str  # "model" (the trained model's span), "clip" (windows scorer), or the rule: "tfvtg", "tag"
 
 
 @dataclass
@@ -92,8 +95,24 @@ class Grounder:
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
         nms_threshold: float = NMS_THRESHOLD,
+        setting: str = "charades",
     ) -> None:
+        from zeroground.ground.training_free import SETTINGS, TRAINING_FREE_METHODS
+
         self.device = device
+        self.method = "windows"
+        self.setting = setting
+        if setting not in SETTINGS:
+            raise GroundError(f"unknown training-free setting {setting!r}; known: {', '.join(SETTINGS)}")
+        if str(model).startswith(TRAINING_FREE + ":"):
+            self.method = str(model).split(":", 1)[1]
+            if self.method not in TRAINING_FREE_METHODS:
+                raise GroundError(
+                    f"unknown training-free rule {self.method!r} in {model!r}; known: "
+                    + ", ".join(f"{TRAINING_FREE}:{m}" for m in TRAINING_FREE_METHODS)
+                )
+            model = TRAINING_FREE
+            fps = fps or (RULE_FPS if self.method != "windows" else None)
         self.batch_size = batch_size
         self.nms_threshold = nms_threshold
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -177,6 +196,13 @@ class Grounder:
             raise GroundError(f"top_k must be >= 1, got {top_k}")
         enc = video if isinstance(video, EncodedVideo) else self.encode(video)
         q = self.embed_query(query)
+        if self._trained is None and self.method != "windows":
+            from zeroground.ground.training_free import TRAINING_FREE_METHODS
+
+            res = TRAINING_FREE_METHODS[self.method](enc.features, q, enc.duration, self.setting)
+            return [GroundedSpan(float(a), float(b), float(s), self.method) for (a, b), s in zip(res.spans, res.scores)][
+                :top_k
+            ]
         free = score_windows(
             enc.features, q, enc.duration, top_k=top_k + 1, nms_threshold=self.nms_threshold
         )

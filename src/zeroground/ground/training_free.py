@@ -140,3 +140,123 @@ def clip_training_free(store, moments, encoder, *, top_k: int = 5, nms_threshold
             )
         )
     return records
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry of training-free rules: one video's features + one text vector -> ranked spans.
+# "windows" is zeroground's own rule above; "tfvtg" and "tag" reproduce the published rules
+# (zeroground.ground.tfvtg, zeroground.ground.tag). Each returns its own candidate count,
+# top-1 first: windows 5, TFVTG up to 10, TAG cand_num (12 Charades, 17 ActivityNet).
+
+SETTINGS: tuple[str, ...] = ("charades", "activitynet")
+
+
+def predict_windows(video: np.ndarray, text: np.ndarray, duration: float, setting: str = "charades") -> ScoredSpans:
+    """The windows rule; token features ``[N, K, D]`` use each frame's best token."""
+    from zeroground.ground.tf_common import frame_similarity
+
+    if np.ndim(video) == 3:
+        sim, _ = frame_similarity(video, text)  # [N]
+        windows = candidate_windows(len(sim))
+        scores = inside_minus_outside(sim, windows)
+        spans = windows.astype(np.float64) / len(sim) * float(duration)
+        from zeroground.eval.metrics import temporal_nms
+
+        keep = temporal_nms(spans, scores, threshold=NMS_THRESHOLD, top_k=5)
+        return ScoredSpans(spans=spans[keep], scores=scores[keep])
+    return score_windows(video, text, duration, top_k=5)
+
+
+def predict_tfvtg(video: np.ndarray, text: np.ndarray, duration: float, setting: str = "charades") -> ScoredSpans:
+    from zeroground.ground.tfvtg import tfvtg
+
+    res = tfvtg(video, text, duration, setting)
+    return ScoredSpans(spans=res.spans, scores=res.confidence)
+
+
+def predict_tag(video: np.ndarray, text: np.ndarray, duration: float, setting: str = "charades") -> ScoredSpans:
+    from zeroground.ground.tag import tag
+
+    res = tag(video, text, duration, setting)
+    return ScoredSpans(spans=res.spans, scores=res.votes)
+
+
+TRAINING_FREE_METHODS = {"windows": predict_windows, "tfvtg": predict_tfvtg, "tag": predict_tag}
+
+
+def get_method(name: str):
+    from zeroground.ground.tf_common import TrainingFreeError
+
+    if name not in TRAINING_FREE_METHODS:
+        raise TrainingFreeError(f"unknown training-free method {name!r}; known: {', '.join(TRAINING_FREE_METHODS)}")
+    return TRAINING_FREE_METHODS[name]
+
+
+def predict_training_free(
+    store, moments, method: str = "tag", setting: str = "charades", *,
+    query_vectors: np.ndarray | None = None, encoder=None, progress: bool = False,
+) -> list:
+    """Predictions of a training-free rule for every moment -> list of ``PredictionRecord``.
+
+    Text vectors come from ``query_vectors`` ([Q, D], row i = moment i, in the width of
+    the features: e.g. BLIP-2 text_proj outputs for Q-Former token features) or from a CLIP
+    ``encoder`` (a loaded one, or its name/path) that made the frame features.
+    """
+    from zeroground.eval.predictions import PredictionRecord
+    from zeroground.ground.tf_common import TrainingFreeError
+
+    predict = get_method(method)
+    if setting not in SETTINGS:
+        raise TrainingFreeError(f"unknown setting {setting!r}; known: {', '.join(SETTINGS)}")
+    moments = list(moments)
+    if not moments:
+        return []
+    store.require(m.video for m in moments)
+    if query_vectors is not None:
+        qv = np.asarray(query_vectors, dtype=np.float32)
+        if qv.ndim != 2 or qv.shape[0] != len(moments):
+            raise TrainingFreeError(
+                f"query vectors must be [Q, D] with one row per query ({len(moments)}), got shape {tuple(qv.shape)}"
+            )
+        text = list(qv)
+    else:
+        if encoder is None:
+            raise TrainingFreeError("no text vectors: give query vectors (.npy) or the encoder the features were made with")
+        missing = [m for m in moments if not (m.sentence and m.sentence.strip())]
+        if missing:
+            raise TrainingFreeError(f"{len(missing)} quer(ies) have no sentence (first: video {missing[0].video!r})")
+        from zeroground.features.clip import load_clip
+
+        clip = load_clip(encoder) if isinstance(encoder, str) or hasattr(encoder, "__fspath__") else encoder
+        sentences = list(dict.fromkeys(m.sentence for m in moments))
+        by_sentence = dict(zip(sentences, clip.encode_texts(sentences)))
+        text = [by_sentence[m.sentence] for m in moments]
+    if text[0].shape[0] != store.dim:
+        raise TrainingFreeError(
+            f"features in {store.path} are {store.dim}-d but the text vectors are {text[0].shape[0]}-d: "
+            "use the text encoder of the model that made the features"
+        )
+    records = []
+    cache: dict[str, np.ndarray] = {}
+    items = zip(moments, text)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(moments), desc=f"{method} ({setting})", unit="query")
+    for m, t in items:
+        if m.video not in cache:
+            cache = {m.video: store[m.video]}  # moments are usually grouped by video
+        res = predict(cache[m.video], t, m.duration, setting)
+        records.append(PredictionRecord(
+            video=m.video, query=m.sentence, duration=float(m.duration), gt=[float(m.start), float(m.end)],
+            pred=[[float(a), float(b)] for a, b in res.spans], scores=[float(s) for s in res.scores],
+        ))
+    return records
+
+
+def training_free_rows(store, moments, encoder, methods: Sequence[str] = ("tfvtg", "tag"),
+                       setting: str = "charades") -> dict[str, list]:
+    """Records of each training-free rule on the same queries, e.g. the demo table's ``tfvtg``/``tag``
+    rows: ``records.update(training_free_rows(store, test_moments, clip))`` (``clip`` = the loaded
+    encoder of the demo's features). Each record's ``pred`` is top-1 first."""
+    return {m: predict_training_free(store, moments, m, setting, encoder=encoder) for m in methods}
