@@ -27,8 +27,12 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     from zeroground.model.model_dir import load_model_dir, read_model_config
     from zeroground.model.predict import predict_spans
 
-    cfg, _meta = read_model_config(model)
+    from zeroground.features.encoders import check_same_encoder
+
+    cfg, meta = read_model_config(model)
     store = FeatureStore.open(features)
+    check_same_encoder({"encoder": meta.get("video_encoder"), "encoder_fingerprint": meta.get("video_encoder_fingerprint")},
+                       dict(store.attrs), what="features", where=str(features))
     if store.dim != cfg.video_dim:  # before loading weights, reading annotations or any feature
         raise TrainingDataError(
             f"{features}: features are {store.dim}-d but model {model} expects {cfg.video_dim}-d video features; "
