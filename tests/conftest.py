@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The suite never reaches the hub: hub ids resolve from the cache only (tests that prove the
+# download path point HF_ENDPOINT at a loopback stand-in and unset this in a subprocess).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"

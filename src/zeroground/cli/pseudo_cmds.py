@@ -27,7 +27,7 @@ def pseudo_label(
     fps: Optional[float] = typer.Option(None, "--fps", help="Feature frames per second, if the store does not record it."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     detections: Optional[Path] = typer.Option(None, "--detections", help="PSVL nouns: detections JSON mapping video id to per-frame lists of (label, score) pairs."),
-    clip: Optional[str] = typer.Option(None, "--clip", help="PSVL nouns by zero-shot CLIP tagging: CLIP folder or cached hub id (features must be its image features)."),
+    clip: Optional[str] = typer.Option(None, "--clip", help="PSVL nouns by zero-shot CLIP tagging: encoder folder or hub id (features must be its image features)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="PSVL verbs: text file, one sentence per line (or saved verb stats .json)."),
     query_features: Optional[Path] = typer.Option(None, "--query-features", help="LFVMR: CLIP feature store for query vectors when --features is not CLIP."),
     num_clusters: Optional[int] = typer.Option(None, "--num-clusters", help="k-means clusters per video (default 5)."),

@@ -20,9 +20,11 @@ EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
 
 _ENCODER_HELP = (
-    "CLIP model: a local folder saved with save_pretrained, or a hub id already in the local "
-    "Hugging Face cache (e.g. openai/clip-vit-base-patch32). Nothing is downloaded."
+    "Dual encoder (CLIP, SigLIP, SigLIP 2): a folder saved with save_pretrained, or a hub id "
+    "(e.g. openai/clip-vit-base-patch32, google/siglip-base-patch16-224; ID@REVISION pins a revision), "
+    "downloaded into the Hugging Face cache on first use; HF_HUB_OFFLINE=1 uses the cache only."
 )
+_DEVICE_HELP = "torch device: auto (CUDA when present), cpu, cuda, cuda:1, ..."
 
 
 
@@ -32,12 +34,13 @@ def extract(
     encoder: str = typer.Option(..., "--encoder", "-e", help=_ENCODER_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="HDF5 feature file to create or extend (.h5)."),
     fps: float = typer.Option(1.0, "--fps", help="Frames per second to sample (frame k = centre of [k/fps, (k+1)/fps))."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help="Vision tower precision: float32, float16 or bfloat16 (features are stored as float32)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per forward pass of the vision tower."),
     workers: Optional[int] = typer.Option(None, "--decode-workers", help="Videos decoded at once (default: 1 per 4 CPU cores, at most 4)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Extract L2-normalised CLIP frame features of videos into one HDF5 file.
+    """Extract L2-normalised frame features (CLIP, SigLIP, SigLIP 2) of videos into one HDF5 file.
 
     One dataset per video id (the file stem) with a 'duration' attribute; root
     attributes fps, encoder, dim. Resumable: rerun the same command after a kill
@@ -47,7 +50,7 @@ def extract(
     from zeroground.features.extract import extract as run_extract
 
     report = run_extract(
-        inputs, encoder, out, fps=fps, device=device, batch_size=batch_size, progress=not quiet,
+        inputs, encoder, out, fps=fps, device=device, dtype=dtype, batch_size=batch_size, progress=not quiet,
         decode_workers=workers,
     )
     rate = report.frames_per_second
@@ -70,7 +73,7 @@ def ground(
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help=_ENCODER_HELP + " Default: the one recorded in the model directory."),
     top_k: int = typer.Option(5, "--top-k", help="Spans to print. A trained model gives rank 1; ranks 2.. come from the training-free scorer."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second to encode the video at (default: the rate of the model's training features when it records one; 3 for tfvtg/tag, as their authors; else 1)."),
-    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache (default $ZEROGROUND_CACHE or ~/.cache/zeroground/features)."),
 ) -> None:
     """Find where QUERY happens in VIDEO: prints the top spans in seconds with scores.

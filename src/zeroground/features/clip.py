@@ -24,7 +24,6 @@ from typing import Sequence
 
 import numpy as np
 
-from zeroground.errors import ZerogroundError
 
 
 class ClipInputError(ZerogroundError, ValueError):
@@ -36,10 +35,6 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
-
-
-class ClipError(ZerogroundError, RuntimeError):
-    """A CLIP encoder could not be loaded or used; the message says how to fix it."""
 
 
 # ----------------------------------------------------------------------------- tiny CLIP
@@ -137,132 +132,11 @@ def preprocess_frames(frames, spec: ClipPreprocess, device="cpu"):
     return (x * spec.rescale_factor - mean) / std  # [N, 3, ch, cw]
 
 
-class ClipEncoder:
-    """A CLIP model that embeds frames and sentences into its joint space.
-
-    Outputs are L2-normalised float32 numpy arrays, so a dot product is the
-    cosine similarity CLIP was trained with.
-    """
-
-    def __init__(self, model, tokenizer, spec: ClipPreprocess, name: str, device: str = "cpu") -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.name = name
-        self.device = device
-        self.dim: int = int(model.config.projection_dim)
-        self.max_text_len: int = int(model.config.text_config.max_position_embeddings)
-
-    def image_features(self, pixel_values):
-        """CLIP pixel values [B, 3, h, w] -> unnormalised projected features [B, D] (torch)."""
-        pooled = self.model.vision_model(pixel_values=pixel_values).pooler_output  # [B, Hv]
-        return self.model.visual_projection(pooled)  # [B, D]
-
-    def encode_images(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 frames [N, H, W, 3] -> L2-normalised features [N, D] float32."""
-        import torch
-
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ClipInputError(f"expected uint8 frames [N, H, W, 3], got shape {frames.shape}")
-        out = np.zeros((len(frames), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for i in range(0, len(frames), max(1, batch_size)):
-                pix = preprocess_frames(frames[i : i + batch_size], self.spec, self.device)
-                out[i : i + len(pix)] = self.encode_pixels(pix)
-        return out
-
-    def encode_pixels(self, pixel_values) -> np.ndarray:
-        """Already preprocessed pixel values [B, 3, h, w] -> L2-normalised features [B, D].
-
-        Lets a pipeline preprocess the next batch in another thread while the model runs.
-        """
-        import torch
-
-        with torch.inference_mode():
-            pix = torch.as_tensor(pixel_values).to(self.device, self.model.dtype)
-            feats = self.image_features(pix).float()  # [B, D]
-            return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Sentences -> L2-normalised text features [N, D] float32."""
-        import torch
-
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise ClipInputError(f"empty query at position {i}: a sentence is required")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                tok = self.tokenizer(
-                    texts[i : i + batch_size],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_text_len,
-                    return_tensors="pt",
-                ).to(self.device)
-                pooled = self.model.text_model(
-                    input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
-                ).pooler_output  # [B, Ht]
-                feats = self.model.text_projection(pooled).float()  # [B, D]
-                feats = torch.nn.functional.normalize(feats, dim=-1)
-                out[i : i + len(feats)] = feats.cpu().numpy()
-        return out
-
-
-def _offline_message(name: str, err: Exception) -> str:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return (
-        f"CLIP weights {name!r} are not on this machine, and zeroground never downloads weights at run "
-        "time. On a machine with internet run\n"
-        f"  python -c \"from transformers import CLIPModel, CLIPProcessor; "
-        f"CLIPModel.from_pretrained('{name}').save_pretrained('clip_dir'); "
-        f"CLIPProcessor.from_pretrained('{name}').save_pretrained('clip_dir')\"\n"
-        "then copy 'clip_dir' here and pass its path as the encoder (a hub id works too once it is "
-        f"in the local Hugging Face cache). [{first_line}]"
-    )
-
-
-def load_clip(name_or_path: str | Path, device: str = "cpu") -> ClipEncoder:
-    """Load a CLIP encoder from a local folder or a hub id already in the local cache.
-
-    Never downloads: a hub id that is not cached raises :class:`ClipError` saying
-    how to supply the weights.
-    """
-    from transformers import CLIPModel, CLIPTokenizer
-
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    kwargs: dict = {}
-    if path.exists():
-        if not path.is_dir():
-            raise ClipError(f"CLIP encoder {name!r} is a file; expected a folder saved with save_pretrained")
-        if not (path / "config.json").exists():
-            raise ClipError(
-                f"CLIP encoder folder {name!r} has no config.json; expected a folder saved with "
-                "CLIPModel.save_pretrained + CLIPProcessor.save_pretrained"
-            )
-        src = str(path)
-    else:
-        src = name
-        kwargs["local_files_only"] = True
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ClipError(f"device {device!r} requested but CUDA is not available")
-    try:
-        with _quiet_transformers():
-            model = CLIPModel.from_pretrained(src, **kwargs)
-            tokenizer = CLIPTokenizer.from_pretrained(src, **kwargs)
-            proc = _image_processor_class().from_pretrained(src, **kwargs)
-    except (OSError, ValueError) as err:
-        if path.exists():
-            raise ClipError(f"could not load CLIP encoder from folder {name!r}: {err}") from err
-        raise ClipError(_offline_message(name, err)) from err
-    model = model.eval().to(device)
-    return ClipEncoder(model, tokenizer, ClipPreprocess.from_processor(proc), name=_encoder_name(name, path), device=device)
+# The loader and encoder serve every dual-encoder family (zeroground.features.encoders);
+# these are their CLIP-era names, which scripts written against zeroground 0.1 import.
+from zeroground.features.encoders import DualEncoder as ClipEncoder  # noqa: E402
+from zeroground.features.encoders import EncoderError as ClipError  # noqa: E402,F811
+from zeroground.features.encoders import load_encoder as load_clip  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -277,8 +151,3 @@ def _quiet_transformers():
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _encoder_name(name: str, path: Path) -> str:
-    """Name recorded in feature files and model dirs: the argument as given, so it can be reloaded."""
-    return name

@@ -29,7 +29,7 @@ import numpy as np
 from zeroground.errors import ZerogroundError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zeroground.features.clip import ClipEncoder
+    from zeroground.features.encoders import DualEncoder
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -137,11 +137,12 @@ def default_decode_workers() -> int:
 
 def extract(
     inputs: Sequence[str | Path],
-    encoder: "str | ClipEncoder",
+    encoder: "str | DualEncoder",
     out: str | Path,
     *,
     fps: float = 1.0,
     device: str = "cpu",
+    dtype: str = "float32",
     batch_size: int = 64,
     progress: bool = True,
     on_video_done: Callable[[str], None] | None = None,
@@ -149,8 +150,11 @@ def extract(
 ) -> ExtractReport:
     """Extract CLIP features of every video in ``inputs`` into the HDF5 file ``out``.
 
-    ``encoder`` is a CLIP name/path, or an already loaded
-    :class:`~zeroground.features.clip.ClipEncoder` (its ``name`` is recorded).
+    ``encoder`` is a folder, hub id or ``ID@REVISION`` of a dual encoder (CLIP, SigLIP,
+    SigLIP 2), or an already loaded :class:`~zeroground.features.encoders.DualEncoder`;
+    its name, revision, type, weight fingerprint and dimension are recorded in the file,
+    and a file made by another encoder is not extended. ``device`` may be ``auto``;
+    ``dtype`` is the vision tower's precision (features are stored as float32).
     Resumable: videos already complete in ``out`` are skipped. Corrupt or
     unreadable videos are reported in ``ExtractReport.failed`` and skipped.
     ``on_video_done`` is called after each video is safely on disk.
@@ -185,16 +189,30 @@ def extract(
             else:
                 todo.append(p)
         if todo:
-            from zeroground.features.clip import load_clip
+            from zeroground.features.encoders import load_encoder
 
-            clip = loaded if loaded is not None else load_clip(encoder, device=device)
-            if "dim" in fh.attrs and int(fh.attrs["dim"]) != clip.dim:
-                raise ExtractError(f"{out}: holds {int(fh.attrs['dim'])}-d features; encoder {encoder!r} gives {clip.dim}-d")
-            fh.attrs["dim"] = clip.dim
+            clip = loaded if loaded is not None else load_encoder(encoder, device=device, dtype=dtype)
+            _record_encoder(fh, clip, out)
             workers = default_decode_workers() if decode_workers is None else decode_workers
             _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _record_encoder(fh, encoder, out: Path) -> None:
+    """Write the encoder's identity into the file's root attributes, refusing a file whose
+    features another encoder made (mixing them would make every similarity meaningless)."""
+    for key, value in encoder.metadata.items():
+        if key == "encoder":
+            continue  # the name as given: checked on opening, a path may be spelled differently
+        if key in fh.attrs and str(fh.attrs[key]) != str(value):
+            raise ExtractError(
+                f"{out}: holds features with {key} {fh.attrs[key]!r}; encoder {encoder.name!r} has {value!r}. "
+                "Write another encoder's features to another file"
+            )
+    for key, value in encoder.metadata.items():
+        if key != "encoder":
+            fh.attrs[key] = value
 
 
 def _read_durations(fh) -> dict[str, float]:
@@ -217,9 +235,7 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
     if str(clip.device) == "cpu":
         # On CPU, resizing in the decoder threads overlaps it with the model; on a GPU
         # the model's device does it faster, so full frames travel.
-        from zeroground.features.clip import preprocess_frames
-
-        prep = functools.partial(preprocess_frames, spec=clip.spec, device="cpu")
+        prep = functools.partial(clip.preprocess, device="cpu")
     producers = [
         threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop, prep), daemon=True)
         for _ in range(max(1, min(workers, len(todo))))
@@ -249,7 +265,7 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
                 if kind == "batch":
                     encode = clip.encode_images if prep is None else clip.encode_pixels
                     chunks.setdefault(key, []).append(encode(payload))
-                    report.frames += len(payload)
+                    report.frames += len(chunks[key][-1])
                     rate = report.frames / max(1e-9, time.perf_counter() - t_start)
                     bar.update(task, description=key, fps_rate=f"{rate:.1f} frames/s")
                 elif kind == "done":

@@ -99,7 +99,9 @@ class Grounder:
     ) -> None:
         from zeroground.ground.training_free import SETTINGS, TRAINING_FREE_METHODS
 
-        self.device = device
+        from zeroground.features.encoders import resolve_device
+
+        self.device = device = resolve_device(device)
         self.method = "windows"
         self.setting = setting
         if setting not in SETTINGS:
@@ -127,7 +129,7 @@ class Grounder:
         self.fps = float(fps or 1.0)
         if not encoder:
             raise GroundError(
-                "no CLIP encoder: pass --encoder (a folder saved with save_pretrained, or a cached hub id)"
+                "no encoder: pass --encoder (a folder saved with save_pretrained, or a hub id)"
                 + ("" if self._trained is None else f"; the model directory {model} records none")
             )
         self.encoder_name = str(encoder)
@@ -138,11 +140,13 @@ class Grounder:
     @property
     def clip(self):
         if self._clip is None:
-            from zeroground.features.clip import load_clip
+            from zeroground.features.encoders import check_same_encoder, load_encoder
 
-            self._clip = load_clip(self.encoder_name, device=self.device)
+            self._clip = load_encoder(self.encoder_name, device=self.device)
             if self._trained is not None:
                 self._trained.check_video_dim(self._clip.dim, self.encoder_name)
+                check_same_encoder(self._trained.encoder_record, self._clip.metadata, what="video features",
+                                   where=f"encoder {self.encoder_name!r}")
         return self._clip
 
     # ------------------------------------------------------------------ videos

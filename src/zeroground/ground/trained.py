@@ -63,6 +63,12 @@ class TrainedModel:
                 return str(meta[key])
         return getattr(self.cfg, "text_encoder", None) or None
 
+    @property
+    def encoder_record(self) -> dict:
+        """The identity of the encoder whose features the model was trained on (metadata)."""
+        meta = self.metadata or {}
+        return {"encoder": self.encoder, "encoder_fingerprint": meta.get("video_encoder_fingerprint")}
+
     def check_video_dim(self, dim: int, encoder: str) -> None:
         from zeroground.model import check_feature_dim
 

@@ -59,7 +59,7 @@ class PseudoLabelConfig:
     seed: int = 0
     fps: float | None = None            # feature frames per second, if the store does not record it
     detections: str | None = None       # PSVL nouns from a detections JSON ...
-    clip: str | None = None             # ... or from CLIP tagging with this model (folder or cached hub id)
+    clip: str | None = None             # ... or from CLIP tagging with this model (folder or hub id)
     corpus: str | None = None           # PSVL verbs: text file (one sentence per line) or saved stats .json
     query_features: str | None = None   # LFVMR: CLIP feature store for query vectors when `features` is not CLIP
     proposals: ProposalConfig = field(default_factory=ProposalConfig)

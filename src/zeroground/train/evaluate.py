@@ -27,8 +27,12 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     from zeroground.model.model_dir import load_model_dir, read_model_config
     from zeroground.model.predict import check_feature_dim, predict_spans
 
-    cfg, _meta = read_model_config(model)
+    from zeroground.features.encoders import check_same_encoder
+
+    cfg, meta = read_model_config(model)
     store = FeatureStore.open(features)
+    check_same_encoder({"encoder": meta.get("video_encoder"), "encoder_fingerprint": meta.get("video_encoder_fingerprint")},
+                       dict(store.attrs), what="features", where=str(features))
     # before loading weights, reading annotations or any feature
     check_feature_dim(store.dim, cfg, where=f"{features} (model {model})",
                       remedy="evaluate with features from the encoder the model was trained on")

@@ -368,6 +368,9 @@ def _feature_provenance(features: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if attrs.get("encoder"):
         out["video_encoder"] = str(attrs["encoder"])
+    if attrs.get("encoder_fingerprint"):
+        out["video_encoder_fingerprint"] = str(attrs["encoder_fingerprint"])
+        out["video_encoder_revision"] = str(attrs.get("encoder_revision", ""))
     if attrs.get("fps") is not None:
         out["feature_fps"] = float(attrs["fps"])
     return out
