@@ -28,6 +28,7 @@ def version() -> None:
 def _register() -> None:
     # Importing a module registers its commands on ``app``.
     from zeroground.cli import data_cmds, model_cmds, pseudo_cmds, video_cmds, demo_cmds  # noqa: F401
+    from zeroground.cli import library_cmds, serve_cmds  # noqa: F401
 
 
 _register()
