@@ -39,7 +39,7 @@ CSS = """
 .zg-hit { cursor: pointer; border: 2px solid #ddd; border-radius: 6px; padding: 4px; width: 172px; font-size: 12px; }
 .zg-hit.zg-active { border-color: #f97316; }
 .zg-hit img { width: 160px; display: block; }
-video.zg-player { width: 100%; max-width: 640px; display: none; margin-bottom: 8px; }
+video.zg-player { width: 100%; max-width: 480px; max-height: 360px; display: none; margin-bottom: 8px; }
 """
 
 
