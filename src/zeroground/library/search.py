@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from zeroground.ground.training_free import NMS_THRESHOLD
 from zeroground.library.index import Library, LibraryError
 
 # Frames FAISS returns per query: candidate videos are read off these (each video's best frame).
@@ -57,6 +58,12 @@ class SearchResult:
     hits: list[SearchHit]
     note: str | None = None  # e.g. the query was truncated
     candidates: int = 0
+
+
+def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
 
 
 def span_similarity(sim: np.ndarray, start: float, end: float, duration: float) -> float:
@@ -133,8 +140,6 @@ class Searcher:
 
     def search(self, query: str, k: int = 10, *, candidates: int | None = None, per_video: int = 1) -> SearchResult:
         """The ``k`` best moments for ``query`` across the library, best first."""
-        from zeroground.ground.grounder import EncodedVideo
-
         if k < 1:
             raise LibraryError(f"k must be >= 1, got {k}")
         if per_video < 1:
@@ -144,16 +149,24 @@ class Searcher:
         vids, vscores = self.candidates(q, n_cand)
         lib = self.library
         hits: list[SearchHit] = []
-        for vi, vs in zip(vids.tolist(), vscores.tolist()):
-            entry = lib.videos[vi]
-            feats = np.asarray(lib.vectors[lib.offsets[vi]:lib.offsets[vi + 1]], dtype=np.float32)  # [T, D]
-            sim = feats @ q  # [T]
-            if self.trained:
-                enc = EncodedVideo(key=f"library:{entry.id}", features=feats, duration=entry.duration, fps=lib.fps)
-                with self._lock:
-                    spans = [(s.start, s.end, s.source) for s in self.grounder.ground(enc, query, top_k=per_video)]
-            else:
-                spans = [(a, b, self.localizer) for a, b in LOCALIZERS[self.localizer](feats, q, entry.duration, per_video)]
+        entries = [lib.videos[vi] for vi in vids.tolist()]
+        feats = [np.asarray(lib.vectors[lib.offsets[vi]:lib.offsets[vi + 1]], dtype=np.float32) for vi in vids.tolist()]
+        model_spans: list = [None] * len(entries)
+        if self.trained:  # the model's span of every candidate, in batched forward passes
+            with self._lock:
+                model_spans = self.grounder._trained.predict_many(feats, [e.duration for e in entries], query, q)
+        for entry, f, vs, ms in zip(entries, feats, vscores.tolist(), model_spans):
+            sim = f @ q  # [T]
+            spans: list[tuple[float, float, str]] = []
+            if ms is not None:
+                spans.append((ms[0], ms[1], "model"))
+            if len(spans) < per_video:  # further spans: the training-free rule, overlapping ones dropped
+                for a, b in LOCALIZERS[self.localizer](f, q, entry.duration, per_video + 1):
+                    if len(spans) >= per_video:
+                        break
+                    if ms is not None and _tiou((a, b), ms) > NMS_THRESHOLD:
+                        continue
+                    spans.append((a, b, self.localizer))
             for a, b, src in spans:
                 hits.append(SearchHit(entry.id, a, b, span_similarity(sim, a, b, entry.duration), float(vs), src))
         hits.sort(key=lambda h: -h.score)
