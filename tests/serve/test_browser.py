@@ -22,7 +22,7 @@ from tests.serve.test_app import free_port
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served_cli(small_library):
     root, world = small_library
     port = free_port()
@@ -50,9 +50,13 @@ def served_cli(small_library):
         proc.kill()
 
 
-def test_search_click_plays_the_moment_in_chromium(served_cli):
+def _need_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing (apt-get install chromium; .ci/run installs it)")
+
+
+def test_search_click_plays_the_moment_in_chromium(served_cli):
+    _need_chromium()
     from playwright.sync_api import sync_playwright
 
     url, world = served_cli
@@ -87,5 +91,35 @@ def test_search_click_plays_the_moment_in_chromium(served_cli):
             if shot:
                 page.evaluate("() => document.querySelector('video.zg-player').pause()")
                 page.screenshot(path=shot, full_page=True)
+        finally:
+            browser.close()
+
+
+def test_one_video_tab_answers_several_queries_with_a_plot(served_cli):
+    _need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    url, world = served_cli
+    vid = world.plans[1].video
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(f"{url}/ui/", wait_until="networkidle")
+            page.get_by_role("tab", name="One video").click()
+            page.locator("#zg-pick input").click()
+            page.get_by_role("option", name=vid).click()
+            for query in ("someone opens the door", "a man picks the mug up"):
+                expected = httpx.post(f"{url}/api/ground", json={"video": vid, "query": query, "top_k": 5}).json()["spans"]
+                page.locator("#zg-vquery textarea").fill(query)
+                page.locator("#zg-ground").click()
+                page.wait_for_function(
+                    "(s) => { const c = [...document.querySelectorAll('.zg-hit')].filter(c => c.dataset.src.endsWith(s[0]));"
+                    " return c.length === s[1] && Math.abs(parseFloat(c[0].dataset.start) - s[2]) < 1e-3; }",
+                    arg=[f"/media/{vid}", len(expected), expected[0]["start"]], timeout=30_000)
+            # the similarity plot (matplotlib, rendered as an image by gr.Plot)
+            page.wait_for_function("() => document.querySelectorAll('.zg-hit').length > 0 && "
+                                   "[...document.querySelectorAll('img')].some(i => i.src.startsWith('data:image'))",
+                                   timeout=30_000)
         finally:
             browser.close()
