@@ -51,3 +51,24 @@ def npy_store_dir(tmp_path: Path, tiny_features: dict[str, np.ndarray]) -> Path:
     for vid, arr in tiny_features.items():
         np.save(folder / f"{vid}.npy", arr)
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_library(tmp_path_factory):
+    """A generated world of 6 short test videos indexed with the shipped tiny CLIP.
+
+    Returns (library folder, world split). Used by tests/library and tests/serve.
+    """
+    from zeroground.data.synthetic import make_world
+    from zeroground.data.synthetic.world import WorldConfig
+    from zeroground.demo.pipeline import shipped_tiny_clip
+    from zeroground.library.index import index_videos
+
+    if not (shipped_tiny_clip() / "config.json").exists():
+        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    root = tmp_path_factory.mktemp("library")
+    cfg = WorldConfig(min_events=2, max_events=3, min_duration=12, max_duration=20, min_event_s=3, max_event_s=5,
+                      min_idle_s=0.5, max_idle_s=1)
+    world = make_world(root / "world", "test", 6, seed=0, cfg=cfg)
+    index_videos([root / "world" / "videos"], root / "lib", str(shipped_tiny_clip()), progress=False)
+    return root / "lib", world

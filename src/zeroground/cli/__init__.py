@@ -14,6 +14,7 @@ from zeroground.cli.app import EXIT_BAD_INPUT, CommandLineError, app, error_line
 def _register() -> None:
     # Importing a module registers its commands on ``app``.
     from zeroground.cli import data_cmds, model_cmds, pseudo_cmds, video_cmds, demo_cmds, fit_cmds, training_free_cmds  # noqa: F401
+    from zeroground.cli import library_cmds, serve_cmds  # noqa: F401
 
 
 _register()

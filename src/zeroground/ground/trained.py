@@ -9,7 +9,7 @@ simplified by spaCy (``zeroground.pseudo.text.simplify``) and mapped to word ids
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ class TrainedModel:
     device: str = "cpu"
     metadata: dict | None = None
     _video: Any = None  # (video key, encoded video [1, S, D], mask [1, S]) of the last video
+    _tokens: dict = field(default_factory=dict)  # sentence -> simplified token lists
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> "TrainedModel":
@@ -93,7 +94,11 @@ class TrainedModel:
         else:
             from zeroground.pseudo.text import simplify
 
-            query = simplify([sentence])  # [[token, ...]]
+            if sentence not in self._tokens:  # spaCy costs more than the model: once per sentence
+                if len(self._tokens) > 4096:
+                    self._tokens.clear()
+                self._tokens[sentence] = simplify([sentence])
+            query = self._tokens[sentence]  # [[token, ...]]
             if not query[0]:
                 raise TrainedModelError(f"query {sentence!r} has no content words after simplification")
         if video_key is not None and hasattr(self.model, "encode_video") and hasattr(self.model, "ground"):
@@ -107,6 +112,31 @@ class TrainedModel:
         if end < start:
             start, end = end, start
         return start * duration, end * duration
+
+    def predict_many(self, features: list[np.ndarray], durations: list[float], sentence: str,
+                     text_embedding: np.ndarray, batch_size: int = 64) -> list[tuple[float, float]]:
+        """One span (seconds) per video for one query, in batched forward passes (library search)."""
+        from zeroground.model import predict_spans
+
+        if not features:
+            return []
+        if self.query_encoder == "clip":
+            queries: Any = np.repeat(text_embedding[None].astype(np.float32), len(features), axis=0)  # [C, Dc]
+        else:
+            from zeroground.pseudo.text import simplify
+
+            if sentence not in self._tokens:
+                self._tokens[sentence] = simplify([sentence])
+            if not self._tokens[sentence][0]:
+                raise TrainedModelError(f"query {sentence!r} has no content words after simplification")
+            queries = self._tokens[sentence] * len(features)
+        pred = predict_spans(self.model, self.cfg, self.vocab, list(features), queries, device=self.device,
+                             batch_size=batch_size)
+        out = []
+        for span, duration in zip(np.asarray(pred.spans, dtype=np.float64), durations):
+            start, end = sorted(max(0.0, min(1.0, float(x))) for x in span)
+            out.append((start * duration, end * duration))
+        return out
 
     def _predict_cached(self, features: np.ndarray, query: Any, video_key: str) -> np.ndarray:
         """Same maths as ``predict_spans`` for one video, reusing the encoded video."""
