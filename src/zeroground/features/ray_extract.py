@@ -148,7 +148,7 @@ class ClipActor:
             if error:
                 feats.append(np.zeros((0, self.clip.dim), dtype=np.float32))
             else:
-                feats.append(self.encode(np.asarray(pixels, dtype=np.float32)))
+                feats.append(self.encode(np.array(pixels, dtype=np.float32)))  # a writable copy for torch
         return {"vid": batch["vid"], "path": batch["path"], "features": _ragged(feats),
                 "duration": batch["duration"], "error": batch["error"]}
 
