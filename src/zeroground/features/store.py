@@ -343,7 +343,9 @@ def scan_shards(folder: str | Path) -> dict[str, tuple[list[str], dict[str, Any]
         try:
             with h5py.File(entry.path, "r") as fh:
                 attrs = {k: _plain(v) for k, v in fh.attrs.items() if k != WRITER_MARK}
-                vids = sorted(n for n, o in fh.items() if isinstance(o, h5py.Dataset) and o.attrs.get("complete", False))
+                strict = bool(fh.attrs.get(WRITER_MARK, False))  # as H5FeatureStore: marks count only there
+                vids = sorted(n for n, o in fh.items() if isinstance(o, h5py.Dataset)
+                              and (not strict or o.attrs.get("complete", False)))
         except OSError as exc:
             raise FeatureError(f"{entry.path}: not a readable HDF5 shard ({exc})") from None
         out[entry.name] = (vids, attrs)
