@@ -47,9 +47,14 @@ class CrossRankBatchNorm(nn.BatchNorm1d):
             momentum = self._momentum()
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                                 self.training or self.running_mean is None, momentum, self.eps)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
 
         import torch.distributed as dist
+
+        from torch.distributed.nn.functional import all_reduce
+
+        # its successor in _functional_collectives is not differentiable the same way yet
+        warnings.filterwarnings("ignore", message=".*distributed.nn.functional.all_reduce is deprecated")
 
         momentum = self._momentum()
         dims = [0] + list(range(2, x.dim()))

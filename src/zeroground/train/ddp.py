@@ -94,7 +94,8 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     from zeroground.model.cross_rank_bn import convert_cross_rank_batchnorm
 
     convert_cross_rank_batchnorm(model)
-    return DistributedDataParallel(model)
+    # find_unused_parameters: the model holds parts a config leaves unused (e.g. the CLIP query encoder)
+    return DistributedDataParallel(model, find_unused_parameters=True)
 
 
 def shutdown() -> None:
