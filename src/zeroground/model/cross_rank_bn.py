@@ -77,12 +77,14 @@ class CrossRankBatchNorm(nn.BatchNorm1d):
 
 def convert_cross_rank_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every ``nn.BatchNorm1d`` in ``module`` by a :class:`CrossRankBatchNorm` holding
-    the same parameters and buffers (in place; returns ``module``)."""
+    the same parameter and buffer objects (in place; returns ``module``)."""
     for name, child in list(module.named_children()):
         if type(child) is nn.BatchNorm1d:
             new = CrossRankBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats)
-            new.load_state_dict(child.state_dict())
+            # the very Parameter and buffer objects: an optimizer built before the swap keeps working
+            for key, value in list(child._parameters.items()) + list(child._buffers.items()):
+                setattr(new, key, value)
             new.train(child.training)
             setattr(module, name, new)
         else:
