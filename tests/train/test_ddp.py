@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +22,6 @@ from zeroground.model.cross_rank_bn import CrossRankBatchNorm, convert_cross_ran
 from zeroground.train.loop import train
 
 torch.set_num_threads(1)
-STEPS = 20  # 4 epochs × ceil(72 / 16) steps; the last batch of each epoch (8) splits unevenly? no: 4 + 4
 
 
 def _config(world, **extra):
@@ -54,27 +55,39 @@ def single(world, tmp_path_factory):
     return train(_config(world), out, progress=False, log=None)
 
 
-def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(world, single, tmp_path):
+def test_two_gloo_ranks_equal_one_process_step_by_step(world, tmp_path):
+    """20 SGD steps: 2 ranks × 8 vs 1 process × 16, weights and every gradient compared."""
+    cfg_file = tmp_path / "cfg.yaml"
+    save_config(_config(world), cfg_file)
+    worker = str(REPO_ROOT / "tests" / "train" / "ddp_equivalence_worker.py")
+    res = _torchrun([worker, str(cfg_file), str(tmp_path / "diff.json")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    diff = json.loads((tmp_path / "diff.json").read_text())
+    assert diff["steps"] == 20 and diff["moved"] > 1e-2  # trained: not a comparison of two initial models
+    assert diff["weight_diff"] <= 1e-4, diff
+    assert diff["grad_diff"] <= 1e-5, diff
+
+
+def test_ddp_training_run_is_one_process_up_to_float32_summation_order(world, single, tmp_path):
+    """The real ``zeroground train --ddp`` (Adam) vs one process: as close as one process is
+    to itself with 2 threads instead of 1, and the logged losses are the global means."""
     cfg_file = tmp_path / "cfg.yaml"
     save_config(_config(world), cfg_file)
     res = _torchrun(["-m", "zeroground", "train", "--ddp", "--config", str(cfg_file), "--out", str(tmp_path / "ddp"),
                      "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("model written to") == 1  # logged once, by rank 0
-    diff = _max_diff(single, tmp_path / "ddp" / "model")
-    assert diff <= 1e-4, diff
-    # the weights moved: the comparison is not between two untrained models
-    init = torch.manual_seed(0)
-    assert _max_diff(single, single) == 0.0
-    import csv
-
+    two_threads = train(_config(world, **{"train.num_threads": 2}), tmp_path / "threads2", progress=False, log=None)
+    torch.set_num_threads(1)
+    order_noise = _max_diff(single, two_threads)
+    assert _max_diff(single, tmp_path / "ddp" / "model") <= max(1e-4, 2 * order_noise)
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     ref = list(csv.DictReader(open(single.parent / "metrics.csv")))
     assert len(rows) == 4
-    for r, s in zip(rows, ref):  # all-reduced global losses equal one process's
-        assert float(r["loss"]) == pytest.approx(float(s["loss"]), abs=1e-4)
+    assert float(rows[0]["loss"]) == pytest.approx(float(ref[0]["loss"]), abs=1e-4)
+    for r, s in zip(rows, ref):
+        assert float(r["loss"]) == pytest.approx(float(s["loss"]), abs=2e-2)
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
-    del init
 
 
 def test_killed_rank_resumes_from_the_last_checkpoint_to_the_same_weights(world, single, tmp_path):
@@ -89,7 +102,10 @@ def test_killed_rank_resumes_from_the_last_checkpoint_to_the_same_weights(world,
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     res = _torchrun(["-m", "zeroground", "train", "--ddp", "--resume", str(run), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _max_diff(single, run / "model") <= 1e-4
+    straight = tmp_path / "straight"
+    res = _torchrun(["-m", "zeroground", "train", "--ddp", "--config", str(cfg_file), "--out", str(straight), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _max_diff(straight / "model", run / "model") == 0.0  # the same result as a run never killed
 
 
 def test_cross_rank_batchnorm_is_batchnorm_in_one_process():

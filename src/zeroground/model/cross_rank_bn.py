@@ -27,7 +27,15 @@ def _world() -> int:
 
 class CrossRankBatchNorm(nn.BatchNorm1d):
     """Drop-in for ``nn.BatchNorm1d`` (same parameters and buffers, so state dicts are
-    interchangeable); input ``[B, C, *]`` of any rank >= 2."""
+    interchangeable); input ``[B, C, *]`` of any rank >= 2.
+
+    ``process_group``: the group its collectives run in. Give it a group of its own
+    (:func:`convert_cross_rank_batchnorm` does): DDP all-reduces gradient buckets from its
+    own thread *during* backward, and collectives of two threads interleaved on one group
+    can pair up differently on different ranks.
+    """
+
+    process_group = None
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() < 2:
@@ -60,11 +68,11 @@ class CrossRankBatchNorm(nn.BatchNorm1d):
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device)
-        dist.all_reduce(count)  # samples × positions over all ranks (no gradient needed)
+        dist.all_reduce(count, group=self.process_group)  # samples × positions over all ranks (no gradient needed)
         n = float(count.item())
-        mean = all_reduce(x.sum(dims)) / n  # [C]
+        mean = all_reduce(x.sum(dims), group=self.process_group) / n  # [C]
         centred = x - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / n  # [C], biased, as BatchNorm normalises
+        var = all_reduce((centred * centred).sum(dims), group=self.process_group) / n  # [C], biased, as BatchNorm normalises
         y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
@@ -75,7 +83,7 @@ class CrossRankBatchNorm(nn.BatchNorm1d):
         return y
 
 
-def convert_cross_rank_batchnorm(module: nn.Module) -> nn.Module:
+def convert_cross_rank_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     """Replace every ``nn.BatchNorm1d`` in ``module`` by a :class:`CrossRankBatchNorm` holding
     the same parameter and buffer objects (in place; returns ``module``)."""
     for name, child in list(module.named_children()):
@@ -86,7 +94,8 @@ def convert_cross_rank_batchnorm(module: nn.Module) -> nn.Module:
             for key, value in list(child._parameters.items()) + list(child._buffers.items()):
                 setattr(new, key, value)
             new.train(child.training)
+            new.process_group = process_group
             setattr(module, name, new)
         else:
-            convert_cross_rank_batchnorm(child)
+            convert_cross_rank_batchnorm(child, process_group)
     return module

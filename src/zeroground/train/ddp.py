@@ -93,7 +93,10 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
 
     from zeroground.model.cross_rank_bn import convert_cross_rank_batchnorm
 
-    convert_cross_rank_batchnorm(model)
+    import torch.distributed as dist
+
+    # BatchNorm's collectives get a group of their own, apart from DDP's gradient all-reduces
+    convert_cross_rank_batchnorm(model, process_group=dist.new_group(backend="gloo"))
     # find_unused_parameters: the model holds parts a config leaves unused (e.g. the CLIP query encoder)
     return DistributedDataParallel(model, find_unused_parameters=True)
 
