@@ -29,10 +29,11 @@ cfg, data, _ = prepare_training(cfg)
 ctx = init_distributed()
 torch.manual_seed(cfg.train.seed)
 single = GroundingModel(cfg.model)
+initial = copy.deepcopy(single.state_dict())
 net = copy.deepcopy(single)
 ddp = wrap_model(net, ctx)
-opt_single = torch.optim.SGD(single.parameters(), lr=0.05)
-opt_ddp = torch.optim.SGD(net.parameters(), lr=0.05)
+opt_single = torch.optim.SGD(single.parameters(), lr=0.01)
+opt_ddp = torch.optim.SGD(net.parameters(), lr=0.01)
 single.train(), ddp.train()
 B, steps, n = cfg.train.batch_size, 0, len(data)
 grad_diff = 0.0
@@ -50,8 +51,9 @@ for epoch in range(100):
         out = ddp(batch.video_feats[rows], batch.video_mask[rows], q)
         loss = grounding_loss(out, batch.start[rows], batch.end[rows], batch.guidance[rows])["loss"]
         opt_ddp.zero_grad(), (loss * ctx.loss_scale(len(idx))).backward()
-        grad_diff = max(grad_diff, max(float((p.grad - q.grad).abs().max()) for p, q in
-                                       zip(single.parameters(), net.parameters()) if p.grad is not None))
+        pairs = [(p.grad, q.grad) for p, q in zip(single.parameters(), net.parameters()) if p.grad is not None]
+        scale = max(float(g.abs().max()) for g, _ in pairs)  # relative to the largest gradient entry
+        grad_diff = max(grad_diff, max(float((g - h).abs().max()) for g, h in pairs) / scale)
         opt_ddp.step()
         steps += 1
         if steps == 20:
@@ -60,9 +62,11 @@ for epoch in range(100):
         break
 weight_diff = max(float((a - b).abs().max()) for a, b in zip(single.state_dict().values(), net.state_dict().values())
                   if a.is_floating_point())
-moved = max(float((a - b).abs().max()) for a, b in zip(single.state_dict().values(),
-            GroundingModel(cfg.model).state_dict().values()) if a.is_floating_point())
+moved = max(float((a - b).abs().max()) for a, b in zip(single.state_dict().values(), initial.values())
+            if a.is_floating_point())
+worst = sorted(((float((a - b).abs().max()), k) for (k, a), b in zip(single.state_dict().items(),
+                net.state_dict().values()) if a.is_floating_point()), reverse=True)[:3]
 if ctx.is_main:
-    json.dump({"steps": steps, "weight_diff": weight_diff, "grad_diff": grad_diff, "moved": moved},
+    json.dump({"steps": steps, "weight_diff": weight_diff, "grad_diff": grad_diff, "moved": moved, "worst": worst},
               open(sys.argv[2], "w"))
 shutdown()
