@@ -47,6 +47,9 @@ def train_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=(
         "Override a config value, e.g. --set data.video_features=FEATS --set train.epochs=10 (repeatable).")),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ddp: bool = typer.Option(False, "--ddp", help=(
+        "Data-parallel over the ranks of a torchrun launch: torchrun --nproc_per_node=N -m zeroground train --ddp ... "
+        "(global batch train.batch_size split over ranks; rank 0 writes the files).")),
 ) -> None:
     """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
     from zeroground.config import parse_overrides
@@ -71,8 +74,25 @@ def train_cmd(
             cfg = recipe_train_config(recipe, overrides)
         else:
             cfg = load_train_config(config, overrides)
-    model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
-    typer.echo(f"model written to {model_dir}")
+    ctx = None
+    if ddp:
+        from zeroground.train.ddp import init_distributed
+
+        ctx = init_distributed()
+    try:
+        if ctx is None:
+            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
+        else:  # one model, data-parallel over the ranks
+            from zeroground.train.loop import train
+
+            model_dir = train(cfg, out, resume=resume is not None, progress=not quiet and ctx.is_main, distributed=ctx)
+    finally:
+        if ctx is not None:
+            from zeroground.train.ddp import shutdown
+
+            shutdown()
+    if ctx is None or ctx.is_main:
+        typer.echo(f"model written to {model_dir}")
 
 
 @app.command("evaluate")

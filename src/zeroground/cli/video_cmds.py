@@ -39,20 +39,35 @@ def extract(
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per forward pass of the vision tower."),
     workers: Optional[int] = typer.Option(None, "--decode-workers", help="Videos decoded at once (default: 1 per 4 CPU cores, at most 4)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local (one process) or ray (Ray Data: decode tasks -> CLIP actor pool -> HDF5 shards; --out is then a folder)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: start a local one on all cores)."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="--engine ray: CLIP actors (default: 1 per GPU, else CPUs/2)."),
+    merge: bool = typer.Option(False, "--merge", help="--engine ray: also merge the shards into one HDF5 file (--out X.h5; shards kept in X.h5.shards/)."),
 ) -> None:
-    """Extract L2-normalised frame features (CLIP, SigLIP, SigLIP 2) of videos into one HDF5 file.
+    """Extract L2-normalised frame features (CLIP, SigLIP, SigLIP 2) of videos into one HDF5 file (or, with --engine ray, a folder of shards).
 
     One dataset per video id (the file stem) with a 'duration' attribute; root
     attributes fps, encoder, dim. Resumable: rerun the same command after a kill
     and finished videos are skipped. Corrupt or unreadable videos are reported
     and skipped; the exit code is then 3.
     """
-    from zeroground.features.extract import extract as run_extract
+    from zeroground.features.extract import ExtractError, extract as run_extract
 
-    report = run_extract(
-        inputs, encoder, out, fps=fps, device=device, dtype=dtype, batch_size=batch_size, progress=not quiet,
-        decode_workers=workers,
-    )
+    if engine == "ray":
+        from zeroground.features.ray_extract import RaySettings, extract_ray
+
+        report = extract_ray(inputs, encoder, out, fps=fps, device=device, batch_size=batch_size,
+                             settings=RaySettings(address=address, actors=actors), merge=merge,
+                             progress=not quiet)
+    elif engine == "local":
+        if address or actors or merge:
+            raise ExtractError("--address, --actors and --merge belong to --engine ray")
+        report = run_extract(
+            inputs, encoder, out, fps=fps, device=device, dtype=dtype, batch_size=batch_size, progress=not quiet,
+            decode_workers=workers,
+        )
+    else:
+        raise ExtractError(f"unknown --engine {engine!r}; choose local or ray")
     rate = report.frames_per_second
     typer.echo(
         f"{out}: {len(report.extracted)} video(s) extracted ({report.frames} frames, {rate:.1f} frames/s), "

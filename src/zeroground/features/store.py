@@ -3,7 +3,7 @@
 Q-Former outputs, 32 x 256, as TFVTG/TAG use). A store holds one layout; :attr:`FeatureStore.tokens`
 says which (``None`` for frame features, else K).
 
-Two layouts are read: a folder of ``<vid>.npy`` files (the layout of PSVL/LFVMR's
+Three layouts are read: a folder of HDF5 shards with an ``index.json`` (``extract --engine ray``), a folder of ``<vid>.npy`` files (the layout of PSVL/LFVMR's
 released features) and one HDF5 file with one dataset per video id (at the root, or under
 a group ``features``). Nothing is loaded at open; each array is read, and checked (rank 2 or 3,
 finite, the store's dimension), when asked for, so a bad array is named the moment it is
@@ -37,6 +37,11 @@ FEATURES_GROUP = "features"
 # dataset carries complete=True, so a kill mid-write leaves no half entry behind.
 WRITER_MARK = "zeroground_writer"
 NPY_ATTRS_FILE = "attrs.json"
+# A folder of shards (``zeroground extract --engine ray``): shard-*.h5 files, each a feature
+# file in the H5FeatureWriter layout, and an index naming the videos of each shard.
+SHARD_PREFIX = "shard-"
+SHARD_INDEX_FILE = "index.json"
+SHARD_FORMAT = "zeroground-shards/1"
 
 
 class FeatureError(ZerogroundError, ValueError):
@@ -96,7 +101,11 @@ class FeatureStore:
         if not path.exists():
             raise FeatureError(f"{path}: feature store not found (expected a folder of <vid>.npy or a .h5 file)")
         if path.is_dir():
+            if _is_shard_folder(path):
+                return ShardedH5Store(path)
             return NpyFolderStore(path)
+        if path.name == SHARD_INDEX_FILE:
+            return ShardedH5Store(path.parent)
         if path.suffix.lower() in H5_SUFFIXES:
             return H5FeatureStore(path)
         raise FeatureError(f"{path}: not a feature store (expected a folder of <vid>.npy or a .h5/.hdf5 file)")
@@ -333,6 +342,124 @@ class H5FeatureStore(FeatureStore):
         if self._fh is not None and self._pid == os.getpid():
             self._fh.close()
         self._fh = None
+
+
+def _is_shard_folder(path: Path) -> bool:
+    if (path / SHARD_INDEX_FILE).is_file():
+        return True
+    return any(e.name.startswith(SHARD_PREFIX) and e.name.endswith(".h5") for e in os.scandir(path))
+
+
+def scan_shards(folder: str | Path) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """Every complete shard of ``folder``: file name -> (its complete video ids, root attrs).
+
+    Reads the shard files themselves, not the index, so a run killed between writing a
+    shard and updating the index loses nothing. Temporary files of a killed writer
+    (``.shard-*.tmp``) are not shards and are removed.
+    """
+    import h5py
+
+    folder = Path(folder)
+    out: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    if not folder.is_dir():
+        return out
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(f".{SHARD_PREFIX}") and entry.name.endswith(".tmp"):
+            os.unlink(entry.path)  # left by a killed run: never renamed, so never complete
+            continue
+        if not (entry.name.startswith(SHARD_PREFIX) and entry.name.endswith(".h5")):
+            continue
+        try:
+            with h5py.File(entry.path, "r") as fh:
+                attrs = {k: _plain(v) for k, v in fh.attrs.items() if k != WRITER_MARK}
+                strict = bool(fh.attrs.get(WRITER_MARK, False))  # as H5FeatureStore: marks count only there
+                vids = sorted(n for n, o in fh.items() if isinstance(o, h5py.Dataset)
+                              and (not strict or o.attrs.get("complete", False)))
+        except OSError as exc:
+            raise FeatureError(f"{entry.path}: not a readable HDF5 shard ({exc})") from None
+        out[entry.name] = (vids, attrs)
+    return out
+
+
+def write_shard_index(folder: str | Path, shards: Mapping[str, list[str]], attrs: Mapping[str, Any]) -> Path:
+    """Write ``folder/index.json`` (atomically): which shard holds which video, and the attrs."""
+    from zeroground.io import atomic_write_json
+
+    body = {"format": SHARD_FORMAT, "attrs": {k: _plain(v) for k, v in attrs.items()},
+            "shards": {name: list(vids) for name, vids in sorted(shards.items())}}
+    return atomic_write_json(Path(folder) / SHARD_INDEX_FILE, body, indent=None)
+
+
+class ShardedH5Store(FeatureStore):
+    """A folder of HDF5 shards served as one store (``zeroground extract --engine ray``).
+
+    The video -> shard map comes from ``index.json`` when present and consistent with the
+    files, else from reading every shard. A video in two shards is an error (it names both).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._dim = None
+        self._ids = None
+        self._stores: dict[str, H5FeatureStore] = {}
+        index_file = self.path / SHARD_INDEX_FILE
+        shards: dict[str, list[str]] | None = None
+        self.attrs = {}
+        if index_file.is_file():
+            try:
+                body = json.loads(index_file.read_text())
+                if body.get("format") != SHARD_FORMAT:
+                    raise ValueError(f"format {body.get('format')!r}, expected {SHARD_FORMAT!r}")
+                shards = {str(k): [str(v) for v in vs] for k, vs in dict(body["shards"]).items()}
+                self.attrs = dict(body.get("attrs", {}))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise FeatureError(f"{index_file}: not a zeroground shard index ({exc})") from None
+            on_disk = {e.name for e in os.scandir(self.path) if e.name.startswith(SHARD_PREFIX) and e.name.endswith(".h5")}
+            if set(shards) != on_disk:
+                shards = None  # index older than the files (killed between shard and index): re-read
+        if shards is None:
+            scanned = scan_shards(self.path)
+            shards = {name: vids for name, (vids, _) in scanned.items()}
+            if scanned:
+                self.attrs = dict(next(iter(scanned.values()))[1])
+        self._where_is: dict[str, str] = {}
+        for name, vids in shards.items():
+            for vid in vids:
+                if vid in self._where_is:
+                    raise FeatureError(f"{self.path}: video {vid!r} is in two shards, {self._where_is[vid]} and {name}")
+                self._where_is[vid] = name
+        self._video_ids = sorted(self._where_is)
+
+    @property
+    def video_ids(self) -> list[str]:
+        return self._video_ids
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(set(self._where_is.values()))
+
+    def _store(self, vid: str) -> H5FeatureStore:
+        name = self._where_is[vid]
+        if name not in self._stores:
+            self._stores[name] = H5FeatureStore(self.path / name)
+        return self._stores[name]
+
+    def _where(self, vid: str) -> str:
+        return self._store(vid)._where(vid)
+
+    def shape(self, vid: str) -> tuple[int, int]:
+        return self._store(vid).shape(vid)
+
+    def _read(self, vid: str) -> np.ndarray:
+        return self._store(vid)._read(vid)
+
+    def entry_attrs(self, vid: str) -> dict[str, Any]:
+        return self._store(vid).entry_attrs(vid)
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores = {}
 
 
 def _plain(value: Any) -> Any:

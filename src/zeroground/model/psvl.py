@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zeroground.model.cross_rank_bn import CrossRankBatchNorm
 from zeroground.model.clip_query import ClipQueryEncoder
 from zeroground.model.config import (  # noqa: F401 - re-exported
     SPAN_READOUTS,
@@ -119,6 +120,8 @@ class ConvBNReLU(nn.Module):
         conv, bn, _relu = self.module
         y = F.conv2d(x.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
                      padding=(0, conv.padding[0]))  # [B, D, 1, L], channels-last
+        if isinstance(bn, CrossRankBatchNorm):  # DDP training: statistics over all ranks
+            return F.relu(bn(y)).squeeze(2).transpose(1, 2)
         momentum = bn.momentum
         if self.training and bn.track_running_stats:  # what nn.BatchNorm1d does
             bn.num_batches_tracked.add_(1)

@@ -246,12 +246,18 @@ def averaged_weights(average: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after_steps: int | None = None,
-          progress: bool = True, log: Callable[[str], None] | None = print) -> Path:
+          progress: bool = True, log: Callable[[str], None] | None = print, distributed: Any = None) -> Path:
     """Train, checkpointing every epoch; returns RUN_DIR/model.
 
     ``resume``: continue from RUN_DIR/checkpoint.pt with RUN_DIR/config.yaml.
     ``stop_after_steps``: raise TrainingInterrupted after that many optimiser steps (tests).
+    ``distributed``: a :class:`zeroground.train.ddp.DistContext` -- DDP over its ranks
+    (see :mod:`zeroground.train.ddp`); rank 0 writes every file.
     """
+    ctx = distributed
+    main = ctx is None or ctx.is_main
+    if not main:
+        log, progress = None, False
     out = Path(out)
     ckpt_path = out / CHECKPOINT_FILE
     if resume:
@@ -260,7 +266,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
         import yaml
 
         cfg = from_dict(TrainConfig, yaml.safe_load((out / "config.yaml").read_text()), where=str(out / "config.yaml"))
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() and main:
         raise TrainingDataError(f"{out} already holds a training run: pass --resume {out} to continue it, or pick a new --out")
     tc = cfg.train
     if tc.num_threads:
@@ -274,9 +280,13 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
         raise TrainingDataError(
             f"{n} training samples are fewer than one batch of {tc.batch_size} with drop_last; lower train.batch_size"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        save_config(cfg, out / "config.yaml")
+    if ctx is not None and steps_per_epoch * tc.batch_size < n and n % tc.batch_size < ctx.world_size:
+        raise TrainingDataError(f"the last batch of each epoch has {n % tc.batch_size} sample(s), fewer than the "
+                                f"{ctx.world_size} ranks; set train.drop_last: true or another train.batch_size")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, out / "config.yaml")
 
     torch.manual_seed(tc.seed)
     model = GroundingModel(cfg.model)
@@ -287,12 +297,17 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             model.query_encoder.embedding.weight.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
                            weight_decay=tc.weight_decay)
+    net = model  # the module itself; ``model`` is what the step calls (DDP wrapper or the module)
+    if ctx is not None:
+        from zeroground.train.ddp import wrap_model
+
+        model = wrap_model(net, ctx)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     average: dict[str, Any] | None = None  # {"count": k, "sum": state dict}: train.average_last_epochs
     if resume:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
@@ -323,13 +338,24 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
                 query = QueryBatch(ids=drop_words(query.ids, tc.word_dropout, noise_gen))
             if tc.word_insertion > 0 and query.ids is not None:
                 query = QueryBatch(ids=insert_unknown_words(query.ids, tc.word_insertion, noise_gen))
+            scale = 1.0
+            if ctx is not None:  # this rank's rows of the global batch (see zeroground.train.ddp)
+                rows = torch.from_numpy(ctx.rows(len(idx)))
+                scale = ctx.loss_scale(len(idx))
+                query = QueryBatch(ids=None if query.ids is None else query.ids[rows],
+                                   vectors=None if query.vectors is None else query.vectors[rows])
+                batch = type(batch)(batch.video_feats[rows], batch.video_mask[rows], query, batch.start[rows],
+                                    batch.end[rows], batch.guidance[rows])
             outputs = model(batch.video_feats, batch.video_mask, query)
             losses = grounding_loss(outputs, batch.start, batch.end, batch.guidance, tc.localization_loss_weight)
             opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            (losses["loss"] * scale if scale != 1.0 else losses["loss"]).backward()
             opt.step()
-            for k in sums:
-                sums[k] += float(losses[k].detach())
+            step_losses = [float(losses[k].detach()) for k in sums]
+            if ctx is not None:  # global batch means, for the log
+                step_losses = [v / ctx.world_size for v in ctx.sum([x * scale for x in step_losses])]
+            for k, v in zip(sums, step_losses):
+                sums[k] += v
             steps_done += 1
             if stop_after_steps is not None and steps_done >= stop_after_steps:
                 raise TrainingInterrupted(f"stopped after {steps_done} steps (epoch {epoch}, step {step})")
@@ -338,24 +364,36 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
         row.update({k: v / steps_per_epoch for k, v in sums.items()})
         row.update(seconds=round(seconds, 3), samples_per_s=round(steps_per_epoch * tc.batch_size / seconds, 2))
         if val_data is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
-            row.update(validate(model, val_data, cfg))
+            row.update(validate(net, val_data, cfg))
         history.append(row)
         if tc.average_last_epochs > 0 and epoch + 1 > tc.epochs - tc.average_last_epochs:
-            average = accumulate_weights(average, model)
-        _save_checkpoint(out, model, opt, epoch + 1, history, vocab, average)
-        _write_metrics(out, history)
-        if tc.plot:
-            plot_history(history, out / PLOT_FILE)
+            average = accumulate_weights(average, net)
+        if main:
+            _save_checkpoint(out, net, opt, epoch + 1, history, vocab, average)
+            _write_metrics(out, history)
+            if tc.plot:
+                plot_history(history, out / PLOT_FILE)
+        if ctx is not None:
+            ctx.barrier()  # no rank runs ahead of the last checkpoint
         bar.set_postfix(loss=f"{row['loss']:.4f}")
+    model = net
     if average is not None:
         model.load_state_dict(averaged_weights(average))
     model.eval()
+    if not main:
+        ctx.barrier()  # rank 0 writes the model directory
+        return out / "model"
     metadata = {
         "source": "zeroground-train", "epochs": tc.epochs, "seed": tc.seed,
         "train_annotations": cfg.data.train_annotations, "features": cfg.data.video_features,
     }
     metadata.update(_feature_provenance(cfg.data.video_features))
-    return save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata)
+    if ctx is not None:
+        metadata["ddp_world_size"] = ctx.world_size
+    path = save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata)
+    if ctx is not None:
+        ctx.barrier()
+    return path
 
 
 def _feature_provenance(features: str) -> dict[str, Any]:
