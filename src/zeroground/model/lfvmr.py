@@ -1,0 +1,264 @@
+"""The seed's LFVMR network (aniki-ly/Language-free-Video-Moment-Retrieval, ``SimpleModel`` of
+``models/simple_model_cross_modal_two_stage.py``) and its ATP frame selector, weight-compatible.
+
+State-dict names and shapes are those of the reference (``../shared/lfvmr/oracle/
+state_dict_keys.txt``), so its checkpoints load with ``strict=True``. The sizes come from
+:class:`LFVMRConfig`, whose defaults are the reference's; unlike the reference (which
+hard-codes a 1024-d positional encoding) the encoding follows ``video_dim``, so the same
+network runs on 512-d CLIP or the demo's 64-d features.
+
+What is shared with PSVL's network (``zeroground.model.psvl``): the video encoder (bidirectional
+GRU on the valid segments, raw ‖ GRU states → Linear → ReLU → Dropout, with the fast fused
+GRU) and the loss (``grounding_loss``). The differences are the reference's (SPEC §4):
+sinusoidal positional encoding added to the raw features, a single CLIP-space query vector,
+three cross-attention and two self-attention layers with residuals, attentive pooling straight
+on the fused features, and a two-stage regressor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zeroground.model.psvl import NEG_INF, VideoEncoder
+
+
+@dataclass
+class LFVMRConfig:
+    """Every size of the seed's network; defaults are its Charades config (SPEC §4)."""
+
+    video_dim: int = 1024  # D_v of the video features (I3D: 1024)
+    clip_dim: int = 512  # CLIP space of the query (text feature or selected frame)
+    num_segments: int = 128
+    pe_positions: int = 256  # rows of the positional-encoding table (the reference's 256)
+    video_gru_hidden: int = 256  # per direction
+    hidden: int = 256  # fusion width
+    heads: int = 4  # of the cross- and self-attention layers
+    cross_layers: int = 3
+    self_layers: int = 2
+    dropout: float = 0.5  # of the video aggregation block
+    pe_dropout: float = 0.1
+    num_candidates: int = 9  # CLIP frames the selector chooses from
+    selector_dim: int = 128  # ATP d_model
+    selector_layers: int = 2
+    selector_heads: int = 2
+    selector_ff: int = 128
+    selector_dropout: float = 0.1
+    impl: Literal["fast", "reference"] = "fast"  # GRU path (zeroground.model.gru)
+
+    def __post_init__(self) -> None:
+        if self.video_dim % 2:
+            raise ValueError(f"video_dim must be even for the sinusoidal positional encoding; got {self.video_dim}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
+        if self.pe_positions < self.num_segments:
+            raise ValueError(f"pe_positions={self.pe_positions} < num_segments={self.num_segments}")
+
+
+class PositionalEncoding(nn.Module):
+    """Sinusoidal table ``pe`` [P, 1, D]: pe[p, 2i] = sin(p·10000^(−2i/D)), pe[p, 2i+1] = cos(·)."""
+
+    def __init__(self, dim: int, positions: int):
+        super().__init__()
+        position = torch.arange(positions, dtype=torch.float32).unsqueeze(1)  # [P, 1]
+        div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # [D/2]
+        pe = torch.zeros(positions, dim)
+        pe[:, 0::2] = torch.sin(position * div)
+        pe[:, 1::2] = torch.cos(position * div)
+        self.register_buffer("pe", pe.unsqueeze(1))  # [P, 1, D]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [B, S, D] → x + pe[:S] (padding rows included, as the reference)."""
+        return x + self.pe[: x.shape[1], 0].unsqueeze(0)
+
+
+class _Attentions(nn.Module):
+    """``mha1 … mhaN`` (the reference's attribute names), each with a residual around it."""
+
+    def __init__(self, dim: int, heads: int, layers: int):
+        super().__init__()
+        for i in range(layers):
+            self.add_module(f"mha{i + 1}", nn.MultiheadAttention(dim, heads))
+        self.layers = layers
+
+    def forward(self, v: Tensor, kv: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
+        """v [S, B, D] time-major; kv [S, B, D] keys = values (None: self-attention)."""
+        for i in range(self.layers):
+            src = v if kv is None else kv
+            out, _ = getattr(self, f"mha{i + 1}")(v, src, src, key_padding_mask=key_padding_mask, need_weights=False)
+            v = v + out
+        return v
+
+
+class _Pooling(nn.Module):
+    """Attentive pooling straight on the features (``feat2att`` is in the state dict, never used)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.feat2att = nn.Linear(dim, dim, bias=False)  # unused by the reference's forward (SPEC §4.7)
+        self.to_alpha = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, feats: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = self.to_alpha(feats).squeeze(2).masked_fill(~mask, NEG_INF)  # [B, S]
+        weights = alpha.softmax(1)  # [B, S]
+        return torch.bmm(weights.unsqueeze(1), feats).squeeze(1), weights  # [B, D], [B, S]
+
+
+class _TwoStageHead(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.tatt_vid = _Pooling(dim)
+        self.MLP_reg = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 2), nn.ReLU())
+
+    def forward(self, feats: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        pooled, weights = self.tatt_vid(feats, mask)
+        return self.MLP_reg(pooled), weights  # [B, 2], [B, S]
+
+
+class _ModalityEncoding(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(5, dim)  # ATP's table; row 3 = "visual", the only one used
+
+
+class _ATPEncoder(nn.Module):
+    def __init__(self, cfg: LFVMRConfig):
+        super().__init__()
+        self.modality_encoding = _ModalityEncoding(cfg.selector_dim)
+        layer = nn.TransformerEncoderLayer(cfg.selector_dim, cfg.selector_heads, cfg.selector_ff,
+                                           dropout=cfg.selector_dropout, activation="relu")
+        # enable_nested_tensor off: the eval fast path would change rounding, not results
+        self.transformer_encoder = nn.TransformerEncoder(layer, cfg.selector_layers, enable_nested_tensor=False)
+
+
+VISUAL_MODALITY = 3
+
+
+class ATPSelector(nn.Module):
+    """ATP (Buch et al. 2022) over the candidate frames: one logit per candidate (SPEC §5)."""
+
+    def __init__(self, cfg: LFVMRConfig):
+        super().__init__()
+        self.d_model = cfg.selector_dim
+        self.embedding = nn.Linear(cfg.clip_dim, cfg.selector_dim)
+        self.atp_encoder = _ATPEncoder(cfg)
+        self.dropout = nn.Dropout(cfg.selector_dropout)
+        self.logits = nn.Linear(cfg.selector_dim, 1)
+
+    def forward(self, candidates: Tensor) -> Tensor:
+        """candidates [B, K, Dc] → logits [B, K]."""
+        x = self.embedding(candidates.transpose(0, 1)) * math.sqrt(self.d_model)  # [K, B, d]
+        x = x + self.atp_encoder.modality_encoding.embedding.weight[VISUAL_MODALITY]
+        x = self.atp_encoder.transformer_encoder(self.dropout(x))  # [K, B, d]
+        return self.logits(x).squeeze(2).transpose(0, 1)  # [B, K]
+
+    def select(self, candidates: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(selected vector [B, Dc], one-hot choice [B, K]).
+
+        Training: hard Gumbel-softmax (τ = 1) with straight-through gradients; evaluation: the
+        one-hot of the plain argmax.
+        """
+        logits = self(candidates)  # [B, K]
+        if self.training:
+            u = torch.rand(logits.shape, generator=generator, device=logits.device) if generator is not None \
+                else torch.rand_like(logits)
+            gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+            soft = (logits + gumbel).softmax(1)
+            hard = F.one_hot(soft.argmax(1), logits.shape[1]).to(soft.dtype)
+            choice = hard - soft.detach() + soft  # forward: one-hot; backward: the softmax's gradient
+        else:
+            choice = F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
+        return torch.bmm(choice.unsqueeze(1), candidates).squeeze(1), choice  # [B, Dc], [B, K]
+
+
+class LanguageFreeQueryEncoder(nn.Module):
+    """Holds the selector (``query_encoder.selector.*`` in the state dict)."""
+
+    def __init__(self, cfg: LFVMRConfig):
+        super().__init__()
+        self.selector = ATPSelector(cfg)
+
+
+def add_gaussian_noise(candidates: Tensor, level: float, noise: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """The seed's ``add_noise``: unit rows + level·N(0, 1) per element, re-normalised (SPEC §5).
+
+    ``noise`` (same shape) replaces the draw, e.g. to reproduce the oracle's ``torch.randn``.
+    """
+    x = F.normalize(candidates, dim=-1)
+    if noise is None:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return F.normalize(x + level * noise, dim=-1)
+
+
+class _VideoEncoderSizes:
+    """The fields :class:`zeroground.model.psvl.VideoEncoder` reads, from an LFVMR config."""
+
+    def __init__(self, cfg: LFVMRConfig):
+        self.impl, self.video_dim, self.video_gru_hidden = cfg.impl, cfg.video_dim, cfg.video_gru_hidden
+        self.hidden, self.dropout = cfg.hidden, cfg.dropout
+
+
+class LFVMRModel(nn.Module):
+    """The seed's grounding network: (video, one CLIP-space query vector) → span and attention."""
+
+    def __init__(self, cfg: LFVMRConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.query_encoder = LanguageFreeQueryEncoder(cfg)
+        self.pos_embd = PositionalEncoding(cfg.video_dim, cfg.pe_positions)
+        self.pe_dropout = nn.Dropout(cfg.pe_dropout)
+        self.video_encoder = VideoEncoder(_VideoEncoderSizes(cfg))
+        self.video_mlp = nn.Linear(cfg.hidden, cfg.hidden)
+        self.text_mlp = nn.Linear(cfg.clip_dim, cfg.hidden)
+        self.crossattn = _Attentions(cfg.hidden, cfg.heads, cfg.cross_layers)
+        self.selfattn = _Attentions(cfg.hidden, cfg.heads, cfg.self_layers)
+        self.loc_regressor_two_stage = _TwoStageHead(cfg.hidden)
+
+    def forward(self, video_feats: Tensor, video_mask: Tensor, query: Tensor) -> dict[str, Tensor]:
+        """video_feats [B, S, Dv], video_mask [B, S] (bool or 0/1, any trailing 1-dims), query [B, Dc].
+
+        The query is L2-normalised here (the reference does it in place on the caller's
+        tensor; zeroground leaves the caller's tensor alone). Returns ``timestamps`` [B, 2]
+        (normalised, ReLU'd, neither clamped nor ordered, as the reference) and
+        ``attention_weights`` [B, S].
+        """
+        mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # [B, S]
+        if not torch.all(query.sum(1) != 0):
+            raise ValueError("an all-zero query vector cannot be normalised")
+        q = F.normalize(query, dim=-1) if not self.training else query  # training: the selector's unit choice
+        x = self.pe_dropout(self.pos_embd(video_feats))  # [B, S, Dv]
+        v = self.video_mlp(self.video_encoder(x, mask))  # [B, S, H]
+        lang = self.text_mlp(q)  # [B, H]
+        v = v.transpose(0, 1)  # [S, B, H] time-major, as nn.MultiheadAttention's default layout
+        v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
+        v = self.selfattn(v, key_padding_mask=~mask)
+        timestamps, weights = self.loc_regressor_two_stage(v.transpose(0, 1), mask)
+        return {"timestamps": timestamps, "attention_weights": weights}
+
+
+def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:
+    """The sizes a reference checkpoint was trained with, read from its tensor shapes."""
+    def shape(name: str) -> tuple[int, ...]:
+        if name not in state:
+            raise KeyError(name)
+        return tuple(state[name].shape)
+
+    video_dim = shape("video_encoder.gru.weight_ih_l0")[1]
+    gru_hidden = shape("video_encoder.gru.weight_hh_l0")[1]
+    hidden = shape("video_mlp.weight")[0]
+    clip_dim = shape("text_mlp.weight")[1]
+    selector_dim = shape("query_encoder.selector.embedding.weight")[0]
+    pe_positions = shape("pos_embd.pe")[0]
+    cross = sum(1 for k in state if k.startswith("crossattn.") and k.endswith(".in_proj_weight"))
+    selfs = sum(1 for k in state if k.startswith("selfattn.") and k.endswith(".in_proj_weight"))
+    layers = len({k.split(".")[5] for k in state if k.startswith("query_encoder.selector.atp_encoder.transformer_encoder.layers.")})
+    ff = shape("query_encoder.selector.atp_encoder.transformer_encoder.layers.0.linear1.weight")[0]
+    return LFVMRConfig(video_dim=video_dim, clip_dim=clip_dim, pe_positions=pe_positions, video_gru_hidden=gru_hidden,
+                       hidden=hidden, cross_layers=cross, self_layers=selfs, selector_dim=selector_dim,
+                       selector_layers=layers, selector_ff=ff)
