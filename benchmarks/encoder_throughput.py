@@ -30,7 +30,7 @@ def save_random_clip(folder: Path, vision: dict) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from zeroground.features.clip import make_tiny_clip
+    from zeroground.testing import make_tiny_clip
 
     make_tiny_clip(folder, image_size=224)  # tokenizer + processor at 224 px
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import REPO_ROOT
 from tests.features.hub_standin import HubStandIn
 from tests.features.tiny_encoders import make_tiny_siglip
-from zeroground.features.clip import make_tiny_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.features.encoders import (
     ENCODER_FAMILIES,
     EncoderError,
@@ -26,7 +26,7 @@ from zeroground.features.encoders import (
 from zeroground.features.extract import ExtractError, extract
 from zeroground.features.store import FeatureError, FeatureStore
 from zeroground.video.decode import decode_video
-from zeroground.video.decode import write_test_video
+from zeroground.testing import write_test_video
 
 BUILDERS = {
     "clip": lambda d: make_tiny_clip(d),

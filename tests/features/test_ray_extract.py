@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from zeroground.features.clip import make_tiny_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.features.extract import extract
 from zeroground.features.store import FeatureError, FeatureStore, write_features_h5
-from zeroground.video.decode import write_test_video
+from zeroground.testing import write_test_video
 
 pytest.importorskip("ray.data")
 

@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 from zeroground.cli import app
 from zeroground.data.annotations import Moment, write_psvl_json
 from zeroground.eval.predictions import read_predictions
-from zeroground.features.clip import load_clip, make_tiny_clip
+from zeroground.features.clip import load_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.features.store import FeatureStore, write_features_h5
 from zeroground.ground.grounder import Grounder, GroundError
 from zeroground.ground.tag import tag
 from zeroground.ground.tfvtg import tfvtg
 from zeroground.ground.training_free import SETTINGS, TRAINING_FREE_METHODS, predict_training_free
-from zeroground.video.decode import write_test_video
+from zeroground.testing import write_test_video
 
 torch.set_num_threads(1)
 

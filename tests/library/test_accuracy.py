@@ -21,8 +21,8 @@ DEMO = {
     "methods": ["psvl"], "attention_readout": False,
     "world.min_events": 2, "world.max_events": 3, "world.min_duration": 12.0, "world.max_duration": 20.0,
     "world.min_event_s": 3.0, "world.max_event_s": 5.0, "world.min_idle_s": 0.5, "world.max_idle_s": 1.0,
-    "train.epochs": 3, "train.batch_size": 8, "psvl_training.ensemble": 1, "psvl_training.epochs": 10,
-    "psvl_training.average_last_epochs": 1, "model.num_segments": 16,
+    "recipe_changes": {"psvl": {"train.epochs": 10, "train.batch_size": 8, "train.ensemble": 1,
+                                "train.average_last_epochs": 1, "model.num_segments": 16}},
 }
 
 
@@ -45,7 +45,7 @@ def test_true_video_is_in_the_top3_for_most_held_out_captions(tmp_path):
     rng = np.random.default_rng(0)
     ids = [p.stem for p in videos]
     measured_random = float(np.mean([it["vid"] in rng.permutation(ids)[:3] for it in items]))
-    model_rate = top3_rate(Searcher(lib, out / "models" / "psvl"), items)
+    model_rate = top3_rate(Searcher(lib, out / "runs" / "psvl" / "model"), items)
     free_rate = top3_rate(Searcher(lib), items)
     print(f"top-3 rate over {len(items)} held-out captions, {len(videos)} videos: model {model_rate:.3f}, "
           f"training-free {free_rate:.3f}, random {measured_random:.3f} (expected {random_rate:.3f})")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zeroground.demo.pipeline import shipped_tiny_clip
-from zeroground.features.clip import make_tiny_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.library.index import FAISS_FILE, INDEX, MANIFEST, Library, LibraryError, add_features, index_videos
 
 

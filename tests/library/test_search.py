@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zeroground.cli import app
-from zeroground.features.clip import make_tiny_clip
+from zeroground.testing import make_tiny_clip
 from zeroground.ground.training_free import score_windows
 from zeroground.library.index import Library, LibraryError, add_features
 from zeroground.library.search import LOCALIZERS, Searcher, span_similarity

@@ -8,7 +8,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli.app import app
 
 EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3

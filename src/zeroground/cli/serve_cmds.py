@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli.app import app
 from zeroground.cli.library_cmds import user_errors
 
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from zeroground.cli import app
+from zeroground.cli.app import app
 from zeroground.ground.training_free import SETTINGS, TRAINING_FREE_METHODS
 
 _METHODS = ", ".join(TRAINING_FREE_METHODS)

@@ -41,6 +41,10 @@ class EncoderError(ZerogroundError, RuntimeError):
     """An encoder could not be loaded or used; the message says how to fix it."""
 
 
+class EncoderInputError(ZerogroundError, ValueError):
+    """Frames or sentences the encoder cannot take (wrong shape, empty sentence)."""
+
+
 @dataclass(frozen=True)
 class EncoderFamily:
     """How one ``model_type`` of ``transformers`` is loaded and fed."""
@@ -101,7 +105,7 @@ class DualEncoder:
 
     def __init__(self, model, tokenizer, image_processor, *, name: str, model_type: str,
                  revision: str | None = None, device: str = "cpu", vision_dtype: str = "float32") -> None:
-        from zeroground.features.clip import ClipPreprocess
+        from zeroground.features.clip_preprocess import ClipPreprocess
 
         self.model = model
         self.tokenizer = tokenizer
@@ -131,9 +135,9 @@ class DualEncoder:
         model's own processor makes them."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames [N, H, W, 3], got shape {frames.shape}")
+            raise EncoderInputError(f"expected uint8 frames [N, H, W, 3], got shape {frames.shape}")
         if self.spec is not None:
-            from zeroground.features.clip import preprocess_frames
+            from zeroground.features.clip_preprocess import preprocess_frames
 
             return {"pixel_values": preprocess_frames(frames, self.spec, device or "cpu")}  # [N, 3, h, w]
         from PIL import Image
@@ -182,7 +186,7 @@ class DualEncoder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"empty query at position {i}: a sentence is required")
+                raise EncoderInputError(f"empty query at position {i}: a sentence is required")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # SigLIP was trained without a text attention mask, and its tokenizer returns none:
         # feed the text tower exactly the inputs its own tokenizer makes.
