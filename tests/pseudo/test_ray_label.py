@@ -114,3 +114,35 @@ def test_without_engine_ray_nothing_of_ray_is_imported(world, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "NO-RAY"
     assert (tmp_path / "p.json").is_file()
+
+
+def test_a_task_whose_worker_is_killed_is_retried_to_the_same_output(world, ray_cluster, tmp_path):
+    """SIGKILL of a Ray worker in the middle of its chunk: the task runs again in another
+    process (the work is a pure function of its inputs) and the file is the one-process file."""
+    import zeroground.pseudo.label as label
+
+    root, feats, _ = world
+    marker = tmp_path / "killed"
+    real_on_ray = label._on_ray
+
+    def dying_chunk(vids, source, shared, clip_model, query_source=None):
+        import os
+        import signal
+
+        if "vid05" in vids and not marker.exists():
+            marker.write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return label._lfvmr_chunk(vids, source, shared, clip_model, query_source)
+
+    def on_ray(chunk_fn, *args, **kwargs):
+        return real_on_ray(dying_chunk, *args, **kwargs)
+
+    label._on_ray = on_ray
+    try:
+        pseudo_label("lfvmr", feats, tmp_path / "ray.json", seed=4, engine="ray")
+    finally:
+        label._on_ray = real_on_ray
+    assert marker.exists()
+    pseudo_label("lfvmr", feats, tmp_path / "local.json", seed=4)
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
+    assert (tmp_path / "ray.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()

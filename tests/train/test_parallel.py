@@ -105,3 +105,40 @@ def test_train_sweep_cli_runs_each_override_on_ray_into_one_table(ray_cluster, t
     assert again.exit_code == 2 and "--resume" in again.output  # one line, no traceback
     resumed = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "sweep"), "--sweep", str(tmp_path / "sweep.yaml")])
     assert resumed.exit_code == 0, resumed.output  # finished runs are kept
+
+
+def test_a_member_whose_worker_is_killed_is_retried_and_resumes_to_the_same_weights(ray_cluster, tmp_path):
+    """SIGKILL of the worker process in epoch 2 of 3: Ray retries the job in a fresh process,
+    which continues from the member's epoch-1 checkpoint and ends with the weights of a run
+    never killed."""
+    from zeroground.train.members import _member_job
+
+    feats, ann = make_world(tmp_path / "world", videos=12)
+    cfg = tiny_config(feats, ann, **{"train.epochs": 3, "train.plot": False, "train.ensemble": 2})
+    marker = tmp_path / "killed"
+
+    def dying_member(cfg, member_index, out, resume):
+        import os
+        import signal
+
+        import zeroground.train.loop as loop
+
+        real, calls = loop.grounding_loss, [0]
+
+        def counting(*args, **kwargs):
+            calls[0] += 1
+            if member_index == 1 and calls[0] == 4 and not marker.exists():  # the 4th step: epoch 2 of 3
+                marker.write_text("killed")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        loop.grounding_loss = counting
+        return _member_job(cfg, member_index, out, resume)
+
+    jobs = [(dying_member, {"cfg": cfg, "member_index": k, "out": str(tmp_path / "ray"), "resume": False})
+            for k in range(2)]
+    par = run_trainings(jobs, engine="ray", num_threads=1)
+    assert marker.exists()  # the kill happened
+    seq = [_member_job(cfg, k, str(tmp_path / "seq"), False) for k in range(2)]
+    for a, b in zip(seq, par):
+        assert _same_weights(a, b)
