@@ -17,8 +17,7 @@ from typing import Callable
 
 from zeroground.train.config import TrainConfig
 from zeroground.train.data import TrainingDataError
-
-DONE_FILE = "DONE"  # written after a member's model directory is complete
+from zeroground.train.loop import DONE_FILE  # written after a member's model directory is complete
 
 
 def draw_path(path: str | Path, k: int) -> Path:

@@ -64,7 +64,7 @@ def _train_job(config: dict[str, Any], out: str, resume: bool = False) -> str:
     from zeroground.train.config import TrainConfig
     from zeroground.train.loop import CHECKPOINT_FILE, train
 
-    from zeroground.train.members import DONE_FILE
+    from zeroground.train.loop import DONE_FILE
 
     if resume and (Path(out) / DONE_FILE).is_file():
         return str(Path(out) / "model")  # finished before the restart
