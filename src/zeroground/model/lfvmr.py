@@ -53,6 +53,20 @@ class _Attentions(nn.Module):
             self.add_module(f"mha{i + 1}", nn.MultiheadAttention(dim, heads))
         self.layers = layers
 
+    def constant_keys_output(self, lang: Tensor) -> Tensor:
+        """What the layers add when every key and value is the same vector ``lang`` [B, D]
+        (the seed's cross-attention, SPEC §4.5): the softmax over identical scores is uniform,
+        so layer i adds out_proj(W_v·lang + b_v) whatever its queries -- [B, D] in total.
+        Equal to running the attention up to float rounding (the fast path; the reference
+        path runs it), without the [S, B, D] key/value projections of S copies of ``lang``."""
+        total = lang.new_zeros(lang.shape)
+        for i in range(self.layers):
+            mha = getattr(self, f"mha{i + 1}")
+            d = mha.embed_dim
+            w_v, b_v = mha.in_proj_weight[2 * d:], mha.in_proj_bias[2 * d:]
+            total = total + mha.out_proj(F.linear(lang, w_v, b_v))
+        return total  # [B, D]
+
     def forward(self, v: Tensor, kv: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         """v [S, B, D] time-major; kv [S, B, D] keys = values (None: self-attention)."""
         for i in range(self.layers):
@@ -124,20 +138,18 @@ class ATPSelector(nn.Module):
         x = self.atp_encoder.transformer_encoder(self.dropout(x))  # [K, B, d]
         return self.logits(x).squeeze(2).transpose(0, 1)  # [B, K]
 
-    def select(self, candidates: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def select(self, candidates: Tensor) -> tuple[Tensor, Tensor]:
         """(selected vector [B, Dc], one-hot choice [B, K]).
 
-        Training: hard Gumbel-softmax (τ = 1) with straight-through gradients; evaluation: the
-        one-hot of the plain argmax.
+        Training: hard Gumbel-softmax (τ = 1) with straight-through gradients, drawn by
+        ``F.gumbel_softmax`` from torch's global RNG on the reference's time-major ``[K, B, 1]``
+        logits, so the draws (and the oracle's train-mode choice) are the reference's;
+        evaluation: the one-hot of the plain argmax.
         """
         logits = self(candidates)  # [B, K]
         if self.training:
-            u = torch.rand(logits.shape, generator=generator, device=logits.device) if generator is not None \
-                else torch.rand_like(logits)
-            gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
-            soft = (logits + gumbel).softmax(1)
-            hard = F.one_hot(soft.argmax(1), logits.shape[1]).to(soft.dtype)
-            choice = hard - soft.detach() + soft  # forward: one-hot; backward: the softmax's gradient
+            time_major = logits.t().unsqueeze(2).contiguous()  # [K, B, 1]: the layout the draws fill
+            choice = F.gumbel_softmax(time_major, tau=1.0, hard=True, dim=0).squeeze(2).t()  # [B, K]
         else:
             choice = F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
         return torch.bmm(choice.unsqueeze(1), candidates).squeeze(1), choice  # [B, Dc], [B, K]
@@ -232,7 +244,10 @@ class LFVMRModel(nn.Module):
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # [B, S]
         lang = self.text_mlp(q)  # [B, H]
         v = v.transpose(0, 1)  # [S, B, H] time-major, as nn.MultiheadAttention's default layout
-        v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
+        if self.cfg.impl == "reference":
+            v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
+        else:
+            v = v + self.crossattn.constant_keys_output(lang).unsqueeze(0)
         v = self.selfattn(v, key_padding_mask=~mask)
         timestamps, weights = self.loc_regressor_two_stage(v.transpose(0, 1), mask)
         return {"timestamps": timestamps, "attention_weights": weights, "spans": timestamps}
@@ -251,8 +266,9 @@ def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:
     clip_dim = shape("text_mlp.weight")[1]
     selector_dim = shape("query_encoder.selector.embedding.weight")[0]
     pe_positions = shape("pos_embd.pe")[0]
-    cross = sum(1 for k in state if k.startswith("crossattn.") and k.endswith(".in_proj_weight"))
-    selfs = sum(1 for k in state if k.startswith("selfattn.") and k.endswith(".in_proj_weight"))
+    # layers by name prefix (mha1, mha2, ...): a tensor missing from one then shows as missing
+    cross = len({k.split(".")[1] for k in state if k.startswith("crossattn.mha")})
+    selfs = len({k.split(".")[1] for k in state if k.startswith("selfattn.mha")})
     layers = len({k.split(".")[5] for k in state if k.startswith("query_encoder.selector.atp_encoder.transformer_encoder.layers.")})
     ff = shape("query_encoder.selector.atp_encoder.transformer_encoder.layers.0.linear1.weight")[0]
     return LFVMRConfig(video_dim=video_dim, clip_dim=clip_dim, pe_positions=pe_positions, video_gru_hidden=gru_hidden,

@@ -3,8 +3,10 @@
 One entry point for both published recipes, picked from :data:`PSEUDO_LABELERS`:
 
 * ``psvl``  -- pseudo-events + bags of nouns/verbs, written as PSVL-JSON ``tokens``;
-* ``lfvmr`` -- pseudo-events + one CLIP-space vector each, written as PSVL-JSON spans
-  (no tokens) plus ``<out>.npy`` ``[N, D]`` float32, row ``i`` = item ``i``.
+* ``lfvmr`` -- the seed LFVMR's: pseudo-events only, written as PSVL-JSON spans (no tokens,
+  no vectors): its trainer draws the candidate query frames inside each span at every epoch;
+* ``lfvmr_psvlnet`` -- zeroground's variant: pseudo-events + one CLIP-space vector each (the
+  medoid frame), PSVL-JSON spans plus ``<out>.npy`` ``[N, D]`` float32, row ``i`` = item ``i``.
 
 Both share the proposals (:func:`zeroground.pseudo.proposals.propose_events`) and
 write the resolved config as ``<out>.config.yaml`` beside the JSON, so a pseudo-label
@@ -246,13 +248,25 @@ def select_events(evidence: list[float], k: int) -> list[int]:
     return sorted(int(i) for i in order)
 
 
+def label_lfvmr_spans(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
+                      *, progress: bool = False, **_: Any) -> LabelerResult:
+    """The seed LFVMR: the pseudo-events' spans, nothing else (candidates are drawn at training)."""
+    moments = []
+    for vid in _progress(vids, progress, "lfvmr pseudo-events"):
+        feats = store[vid]  # [T, D]
+        rng = _video_rng(cfg.seed, vid)
+        for s, e in propose_events_with(feats, dataclasses.replace(cfg.proposals, seed=int(rng.integers(2**31)))):
+            moments.append(_moment(vid, durations[vid], (int(s), int(e)), feats.shape[0]))
+    return moments, None
+
+
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
                 *, query_store: Any = None, progress: bool = False, **_: Any) -> LabelerResult:
-    """LFVMR: per pseudo-event, one CLIP-space query vector picked from its own frames."""
+    """zeroground's LFVMR variant: per pseudo-event, one CLIP-space query vector picked from its own frames."""
     qstore = query_store if query_store is not None else (
         _open_store(cfg.query_features) if cfg.query_features else store)
     moments, vectors = [], []
-    for vid in _progress(vids, progress, "lfvmr pseudo-labels"):
+    for vid in _progress(vids, progress, "lfvmr_psvlnet pseudo-labels"):
         feats = store[vid]  # [T, D]
         t = feats.shape[0]
         rng = _video_rng(cfg.seed, vid)
@@ -280,7 +294,8 @@ def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: P
 #: (moments, query vectors or None)`` and ignores in-memory inputs it does not use.
 PSEUDO_LABELERS: dict[str, Callable[..., LabelerResult]] = {
     "psvl": label_psvl,
-    "lfvmr": label_lfvmr,
+    "lfvmr": label_lfvmr_spans,
+    "lfvmr_psvlnet": label_lfvmr,
 }
 
 
@@ -385,7 +400,7 @@ def load_pseudo_vectors(out_path: str | Path, expected: int | None = None) -> np
     path = vectors_path_for(out_path)
     if not path.is_file():
         raise PseudoLabelError(f"{path}: LFVMR query vectors not found beside {out_path} "
-                               "(was it written with --method lfvmr?)")
+                               "(was it written with --method lfvmr_psvlnet?)")
     arr = np.load(path)
     if arr.ndim != 2:
         raise PseudoLabelError(f"{path}: expected [N, D] query vectors, found shape {arr.shape}")
