@@ -185,6 +185,27 @@ def test_ground_with_a_clip_query_model_dir(tiny, video, tmp_path):
     assert result.exit_code == 0 and " model" in result.output, result.output
 
 
+def test_ground_with_a_seed_lfvmr_model_dir(tiny, video, tmp_path):
+    """The seed LFVMR network (architecture: lfvmr) grounds raw video through the same Grounder."""
+    from zeroground.model import predict_spans, save_model_dir
+    from zeroground.model.lfvmr import LFVMRConfig, LFVMRModel
+
+    torch.manual_seed(0)
+    cfg = LFVMRConfig(video_dim=64, clip_dim=64, num_segments=16, hidden=32, video_gru_hidden=16, heads=2,
+                      selector_dim=16, selector_ff=16, text_encoder=str(tiny))
+    model_dir = save_model_dir(tmp_path / "m", LFVMRModel(cfg), cfg)
+    g = Grounder(model_dir, None, cache_dir=tmp_path / "c")
+    assert g.encoder_name == str(tiny)
+    first = g.ground(video, "a person opens the door", top_k=1)[0]
+    enc = g.encode(video)
+    q = load_clip(tiny).encode_texts(["a person opens the door"])
+    want = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q).spans[0], 0, 1) * enc.duration
+    assert first.source == "model"
+    np.testing.assert_allclose(sorted([first.start, first.end]), sorted(want), atol=1e-4)
+    result = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0 and " model" in result.output, result.output
+
+
 def test_ground_with_a_token_model_dir_and_a_wrong_encoder(tiny, video, tmp_path):
     from zeroground.model import GroundingModel, build_vocab, save_model_dir
 
