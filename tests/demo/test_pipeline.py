@@ -106,16 +106,16 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
         assert (runs / method / "recipe.yaml").is_file()
     # bagging (demo_psvl: train.bagging): each PSVL member trained on its own pseudo-label draw
     draws = [runs / "psvl" / "pseudo" / "psvl.json", runs / "psvl" / "pseudo" / "psvl.draw1.json"]
-    assert all(d.is_file() for d in draws) and not (runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.draw1.json").exists()
+    assert all(d.is_file() for d in draws) and not (runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.draw1.json").exists()
     assert draws[0].read_text() != draws[1].read_text()
     for k, draw in enumerate(draws):
         run_cfg = yaml.safe_load((runs / "psvl" / "train" / f"member_{k}" / "config.yaml").read_text())
         assert Path(run_cfg["data"]["train_annotations"]) == draw
     for k in range(2):
         run_cfg = yaml.safe_load((runs / "lfvmr_psvlnet" / "train" / f"member_{k}" / "config.yaml").read_text())
-        assert Path(run_cfg["data"]["train_annotations"]) == runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json"
+        assert Path(run_cfg["data"]["train_annotations"]) == runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.json"
     # pseudo-labels come from the unlabelled train videos only
-    pseudo = json.loads((runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json").read_text())
+    pseudo = json.loads((runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.json").read_text())
     assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}
     assert load_demo_config(out / "demo_config.yaml") == load_demo_config(None, TINY)
     assert any("pseudo-labels" in m for m in messages)

@@ -98,7 +98,8 @@ class LFVMRConfig:
 
     # What the rest of zeroground reads off a model config (ModelConfig has them as fields):
     query_encoder: ClassVar[str] = "clip"  # the query is one CLIP-space vector
-    span_readout: ClassVar[str] = "regression"  # the seed reads the regressor's (start, end)
+    span_readout: ClassVar[str] = "regression"  # the seed reads the regressor's (start, end) ...
+    attention_ratio: ClassVar[float] = 1 / 3  # ... (the attention read-out is a diagnostic: demo rows)
     word_vectors: ClassVar[None] = None
     gt_end_fallback: ClassVar[str] = "after_valid"  # GT end not found → n + 1 (SPEC §2)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zeroground.model.config import LFVMRConfig, ModelInputError, QueryBatch  # noqa: F401 - LFVMRConfig re-exported
-from zeroground.model.psvl import NEG_INF, VideoEncoder, as_query_batch
+from zeroground.model.psvl import NEG_INF, VideoEncoder, as_query_batch, read_out_spans
 
 
 class PositionalEncoding(nn.Module):
@@ -250,7 +250,8 @@ class LFVMRModel(nn.Module):
             v = v + self.crossattn.constant_keys_output(lang).unsqueeze(0)
         v = self.selfattn(v, key_padding_mask=~mask)
         timestamps, weights = self.loc_regressor_two_stage(v.transpose(0, 1), mask)
-        return {"timestamps": timestamps, "attention_weights": weights, "spans": timestamps}
+        return {"timestamps": timestamps, "attention_weights": weights,
+                "spans": read_out_spans(self.cfg, timestamps, weights, mask)}
 
 
 def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:
