@@ -170,10 +170,12 @@ def write_test_video(
     gop: int | None = None,
     codec: str = "libx264",
     seed: int = 0,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a small synthetic mp4 (a moving square whose colour changes each second).
 
     Used by tests and benchmarks so they never need video files from elsewhere.
+    ``container_options`` go to the muxer (e.g. ``{"movflags": "faststart"}``: MP4 index first).
     """
     import av
 
@@ -182,7 +184,7 @@ def write_test_video(
     h, w = size
     rng = np.random.default_rng(seed)
     colours = rng.integers(30, 255, size=(int(math.ceil(seconds)) + 1, 3), dtype=np.uint8)
-    with av.open(str(path), mode="w") as out:
+    with av.open(str(path), mode="w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
