@@ -19,7 +19,7 @@ from zeroground.video.decode import (
     probe_duration,
     sample_times,
 )
-from zeroground.testing import write_test_video
+from zeroground.testing import cut_video, lie_about_duration, scramble_video, write_test_video
 
 
 @pytest.fixture(scope="module")
@@ -164,50 +164,19 @@ def _genuine_frames(path):
     return np.stack(frames), np.array(times), times[-1] + 1 / NATIVE_FPS
 
 
-def _cut(path, out, keep: float):
-    data = path.read_bytes()
-    out.write_bytes(data[: int(len(data) * keep)])
-    return out
-
-
-def _scramble(path, out, lo: float, hi: float):
-    """Random bytes over [lo, hi) of the media data (MP4: inside mdat, the index left whole)."""
-    data = bytearray(path.read_bytes())
-    a, b = 0, len(data)
-    if path.suffix == ".mp4":
-        a, b = data.find(b"mdat") + 8, data.find(b"moov")
-        assert 0 < a < b, "write_test_video's MP4 keeps its index after the media data"
-    i, j = a + int((b - a) * lo), a + int((b - a) * hi)
-    data[i:j] = np.random.default_rng(0).integers(0, 256, j - i, dtype=np.uint8).tobytes()
-    out.write_bytes(bytes(data))
-    return out
-
-
-def _lie_about_duration(path, out, seconds: float):
-    """Rewrite a Matroska file's Segment Info Duration (ms, 8-byte float) to ``seconds``."""
-    import struct
-
-    data = bytearray(path.read_bytes())
-    i = data.find(b"\x44\x89\x88")  # Duration element id, 8-byte size
-    assert i > 0
-    data[i + 3:i + 11] = struct.pack(">d", seconds * 1000.0)
-    out.write_bytes(bytes(data))
-    return out
-
-
 def _source(tmp_path, name, **kw):
     codec = {"mkv": "libx264", "webm": "libvpx-vp9", "mp4": "libx264"}[name.rsplit(".", 1)[1]]
     return write_test_video(tmp_path / name, seconds=6.0, fps=NATIVE_FPS, size=(64, 64), gop=10, codec=codec, **kw)
 
 
 DAMAGED = {
-    "cut.mkv": lambda src, out: _cut(src, out, 0.5),
-    "cut.webm": lambda src, out: _cut(src, out, 0.5),
-    "cut.mp4": lambda src, out: _cut(src, out, 0.75),  # faststart: the index comes first, so it opens
-    "scrambled.mkv": lambda src, out: _scramble(src, out, 0.4, 0.6),
-    "scrambled.webm": lambda src, out: _scramble(src, out, 0.4, 0.6),
-    "scrambled.mp4": lambda src, out: _scramble(src, out, 0.4, 0.6),
-    "lying.mkv": lambda src, out: _lie_about_duration(src, out, 12.0),
+    "cut.mkv": lambda src, out: cut_video(src, out, 0.5),
+    "cut.webm": lambda src, out: cut_video(src, out, 0.5),
+    "cut.mp4": lambda src, out: cut_video(src, out, 0.75),  # faststart: the index comes first, so it opens
+    "scrambled.mkv": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "scrambled.webm": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "scrambled.mp4": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "lying.mkv": lambda src, out: lie_about_duration(src, out, 12.0),
 }
 
 
