@@ -220,3 +220,27 @@ def test_ray_decoding_is_the_same_truthful_decode(tiny, tmp_path):
     d = decode_video(cut, FPS, allow_truncated=True)
     assert kept["error"] == "" and kept["duration"] == pytest.approx(d.duration) and d.duration < 5.0
     assert kept["pixels"].shape[0] == len(d.frames)
+
+
+def test_ray_shards_record_the_encoder_and_refuse_another(ray_cluster, tmp_path):
+    from zeroground.features.encoders import load_encoder
+    from zeroground.features.extract import ExtractError
+
+    enc = make_tiny_clip(tmp_path / "enc", seed=3)
+    fingerprint = load_encoder(str(enc)).fingerprint
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_test_video(tmp_path / "a" / "first.mp4", seconds=1.5, fps=8, size=(48, 64))
+    write_test_video(tmp_path / "b" / "second.mp4", seconds=1.5, fps=8, size=(48, 64), seed=1)
+    out = tmp_path / "merged.h5"
+    report = extract_ray([tmp_path / "a"], str(enc), out, fps=FPS, batch_size=BATCH, progress=False,
+                         settings=RaySettings(actors=1), merge=True)
+    assert report.extracted == ["first"]
+    with FeatureStore.open(out.with_name(out.name + ".shards")) as shards, FeatureStore.open(out) as merged:
+        assert shards.attrs["encoder_fingerprint"] == merged.attrs["encoder_fingerprint"] == fingerprint
+    make_tiny_clip(enc, seed=4)  # the same folder, retrained: only the weights tell
+    with pytest.raises(ExtractError, match="encoder_fingerprint"):
+        extract_ray([tmp_path / "b"], str(enc), out, fps=FPS, batch_size=BATCH, progress=False,
+                    settings=RaySettings(actors=1), merge=True)
+    with FeatureStore.open(out.with_name(out.name + ".shards")) as shards:
+        assert shards.video_ids == ["first"]  # nothing of the refused run was written

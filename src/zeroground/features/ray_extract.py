@@ -244,7 +244,15 @@ def extract_ray(
         dims = {int(a["dim"]) for _, a in shards.values() if "dim" in a}
         if dims and dims != {clip.dim}:
             raise ExtractError(f"{folder}: holds {dims.pop()}-d features; encoder {encoder!r} gives {clip.dim}-d")
-        attrs["dim"] = clip.dim
+        # the encoder's identity (weights fingerprint, revision, type), refused when another made the shards
+        identity = {k: v for k, v in clip.metadata.items() if k != "encoder"}
+        for name, (_, shard_attrs) in shards.items():
+            for key, value in identity.items():
+                if key in shard_attrs and str(shard_attrs[key]) != str(value):
+                    raise ExtractError(
+                        f"{folder / name}: holds features with {key} {shard_attrs[key]!r}; encoder {encoder!r} has "
+                        f"{value!r}. Write another encoder's features to another folder")
+        attrs.update(identity)
         started = init_ray(settings.address, settings.num_cpus)
         try:
             _run_pipeline(todo, clip, encoder, folder, attrs, fps, device, batch_size, settings, report,
@@ -335,7 +343,8 @@ def merge_shards(folder: str | Path, out: str | Path) -> Path:
 
     out = Path(out)
     with FeatureStore.open(folder) as store:
-        attrs = {k: store.attrs[k] for k in ("fps", "encoder", "dim") if k in store.attrs}
+        keys = ("fps", "encoder", "dim", "encoder_revision", "encoder_type", "encoder_fingerprint")
+        attrs = {k: store.attrs[k] for k in keys if k in store.attrs}
         with atomic_path(out) as tmp:
             with H5FeatureWriter(tmp, attrs=attrs) as writer:
                 for vid in store.video_ids:
