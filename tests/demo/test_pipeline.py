@@ -47,8 +47,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    if not (shipped_tiny_clip() / "config.json").exists():
-        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    # shipped in the package: missing is a failure, not a skip
+    assert (shipped_tiny_clip() / "config.json").exists(), "shipped tiny CLIP missing (run `make tiny-clip`)"
     out = tmp_path_factory.mktemp("demo_out")
     cfg = load_demo_config(None, TINY)
     messages: list[str] = []
