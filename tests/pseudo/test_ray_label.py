@@ -71,7 +71,7 @@ def test_psvl_on_ray_writes_the_bytes_one_process_writes(world, ray_cluster, tmp
     assert local.count(b'"vid"') >= 12 * 2  # every video labelled, several items each
 
 
-def test_lfvmr_on_ray_writes_the_bytes_one_process_writes(world, ray_cluster, tmp_path):
+def test_lfvmr_variants_on_ray_write_the_bytes_one_process_writes(world, ray_cluster, tmp_path):
     root, feats, _ = world
     # a separate query store held in memory: its arrays travel with the tasks
     from zeroground.features.store import FeatureStore
@@ -83,12 +83,15 @@ def test_lfvmr_on_ray_writes_the_bytes_one_process_writes(world, ray_cluster, tm
         for name, qs in (("same", None), ("query", query)):
             outs[engine, name] = tmp_path / engine / f"{name}.json"
             outs[engine, name].parent.mkdir(exist_ok=True)
-            pseudo_label("lfvmr", feats, outs[engine, name], query_store=qs, selection="random", seed=3,
+            pseudo_label("lfvmr_psvlnet", feats, outs[engine, name], query_store=qs, selection="random", seed=3,
                          engine=engine)
+        outs[engine, "spans"] = tmp_path / engine / "spans.json"  # the seed LFVMR: spans only
+        pseudo_label("lfvmr", feats, outs[engine, "spans"], seed=3, engine=engine)
     for name in ("same", "query"):
         assert outs["local", name].read_bytes() == outs["ray", name].read_bytes()
         a, b = (outs[e, name].with_suffix(".npy").read_bytes() for e in ("local", "ray"))
         assert a == b and len(np.load(outs["local", name].with_suffix(".npy"))) >= 12
+    assert outs["local", "spans"].read_bytes() == outs["ray", "spans"].read_bytes()
 
 
 def test_an_error_inside_a_task_is_the_error_one_process_raises(world, ray_cluster, tmp_path):
@@ -139,10 +142,10 @@ def test_a_task_whose_worker_is_killed_is_retried_to_the_same_output(world, ray_
 
     label._on_ray = on_ray
     try:
-        pseudo_label("lfvmr", feats, tmp_path / "ray.json", seed=4, engine="ray")
+        pseudo_label("lfvmr_psvlnet", feats, tmp_path / "ray.json", seed=4, engine="ray")
     finally:
         label._on_ray = real_on_ray
     assert marker.exists()
-    pseudo_label("lfvmr", feats, tmp_path / "local.json", seed=4)
+    pseudo_label("lfvmr_psvlnet", feats, tmp_path / "local.json", seed=4)
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
     assert (tmp_path / "ray.npy").read_bytes() == (tmp_path / "local.npy").read_bytes()

@@ -31,8 +31,8 @@ CHANGES = ["train.epochs=12", "train.batch_size=8", "train.ensemble=2", "model.n
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    if not (shipped_tiny_clip() / "config.json").exists():
-        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    # shipped in the package: missing is a failure, not a skip
+    assert (shipped_tiny_clip() / "config.json").exists(), "shipped tiny CLIP missing (run `make tiny-clip`)"
     out = tmp_path_factory.mktemp("world")
     make_world(out, "train", 20, seed=3, cfg=SMALL_WORLD)
     return out / "videos"

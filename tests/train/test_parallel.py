@@ -11,8 +11,6 @@ from safetensors.torch import load_file
 from tests.train.test_loop import make_world, tiny_config
 from zeroground.train.parallel import ParallelTrainingError, run_trainings, sweep_jobs
 
-pytest.importorskip("ray")
-
 
 def test_two_members_on_ray_equal_sequential(tmp_path):
     import ray

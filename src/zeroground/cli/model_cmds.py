@@ -33,6 +33,22 @@ def import_psvl_cmd(
     typer.echo(f"wrote model directory {path}")
 
 
+@app.command("import-lfvmr")
+def import_lfvmr_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint of the seed LFVMR code (.pth, a torch.save'd state dict)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    video_dim: Optional[int] = typer.Option(None, "--video-dim", help="Video feature dimension you will use (checked)."),
+    clip_dim: Optional[int] = typer.Option(None, "--clip-dim", help="Query vector dimension you will use (checked)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=(
+        "CLIP model (path or hub id) that embeds test sentences, recorded in the model directory.")),
+) -> None:
+    """Convert a checkpoint of the seed LFVMR code into a zeroground model directory (architecture: lfvmr)."""
+    from zeroground.model.model_dir import import_lfvmr
+
+    path = import_lfvmr(checkpoint, out, video_dim=video_dim, clip_dim=clip_dim, text_encoder=encoder)
+    typer.echo(f"wrote model directory {path}")
+
+
 @app.command("train")
 def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=(
@@ -139,16 +155,21 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory for predictions.jsonl and metrics.json."),
     format: str = typer.Option("auto", "--format", help="Annotation format: auto, psvl, charades_sta, activitynet."),
     durations: Optional[Path] = typer.Option(None, "--durations", help="Video durations (Charades-STA text files)."),
-    text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help=(
-        "CLIP model (path or cached name) to embed sentences for clip-query models; "
+    text_encoder: Optional[str] = typer.Option(None, "--encoder", "--text-encoder", help=(
+        "CLIP-query models: the encoder (path or hub id) that embeds the sentences; "
         "default: the one recorded in the model directory.")),
+    query_vectors: Optional[Path] = typer.Option(None, "--query-vectors", help=(
+        "CLIP-query models: precomputed text vectors TEXT.npy [N, Dc], one row per query in annotation order "
+        "(the seed LFVMR's test-time input), instead of --encoder.")),
     batch_size: int = typer.Option(256, "--batch-size"),
 ) -> None:
     """Ground every test query; write predictions (seconds) and metrics, print the table."""
     from zeroground.train.evaluate import evaluate
 
+    if query_vectors is not None and text_encoder is not None:
+        raise CommandLineError("give --query-vectors or --encoder, not both")
     metrics = evaluate(model, features, annotations, out, format=format, durations=durations,
-                       text_encoder=text_encoder, batch_size=batch_size, progress=True)
+                       text_encoder=text_encoder, batch_size=batch_size, progress=True, query_vectors=query_vectors)
     try:
         from zeroground.cli.data_cmds import print_metrics_table
 

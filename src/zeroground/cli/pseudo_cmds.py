@@ -13,7 +13,7 @@ import typer
 
 from zeroground.cli.app import CommandLineError, app
 
-_METHODS = "psvl, lfvmr"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
+_METHODS = "psvl, lfvmr, lfvmr_psvlnet"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
 
 
 
@@ -57,7 +57,7 @@ def pseudo_label(
 
         cfg = load_recipe(recipe).recipe.pseudo
     if method is None and cfg is None:
-        raise CommandLineError("give --method (psvl or lfvmr), or a --config or --recipe that names one")
+        raise CommandLineError(f"give --method ({_METHODS}), or a --config or --recipe that names one")
     resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
                    detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                    num_clusters=num_clusters, min_len=min_len, max_len=max_len,

@@ -3,8 +3,10 @@
 One entry point for both published recipes, picked from :data:`PSEUDO_LABELERS`:
 
 * ``psvl``  -- pseudo-events + bags of nouns/verbs, written as PSVL-JSON ``tokens``;
-* ``lfvmr`` -- pseudo-events + one CLIP-space vector each, written as PSVL-JSON spans
-  (no tokens) plus ``<out>.npy`` ``[N, D]`` float32, row ``i`` = item ``i``.
+* ``lfvmr`` -- the seed LFVMR's: pseudo-events only, written as PSVL-JSON spans (no tokens,
+  no vectors): its trainer draws the candidate query frames inside each span at every epoch;
+* ``lfvmr_psvlnet`` -- zeroground's variant: pseudo-events + one CLIP-space vector each (the
+  medoid frame), PSVL-JSON spans plus ``<out>.npy`` ``[N, D]`` float32, row ``i`` = item ``i``.
 
 Both share the proposals (:func:`zeroground.pseudo.proposals.propose_events`) and
 write the resolved config as ``<out>.config.yaml`` beside the JSON, so a pseudo-label
@@ -268,10 +270,30 @@ def select_events(evidence: list[float], k: int) -> list[int]:
     return sorted(int(i) for i in order)
 
 
+def label_lfvmr_spans(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
+                      *, progress: bool = False, engine: str = "local", ray_address: str | None = None,
+                      **_: Any) -> LabelerResult:
+    """The seed LFVMR: the pseudo-events' spans, nothing else (candidates are drawn at training)."""
+    shared = {"cfg": cfg, "durations": durations}
+    if engine == "ray":
+        per_video = _on_ray(_spans_chunk, store, vids, shared, None, ray_address)
+    else:
+        per_video = [_spans_video(vid, store[vid], shared) for vid in _progress(vids, progress, "lfvmr pseudo-events")]
+    return [m for video_moments in per_video for m in video_moments], None
+
+
+def _spans_video(vid: str, feats: np.ndarray, shared: dict[str, Any]) -> list[Any]:
+    """The per-video work of the seed LFVMR (its proposals): the unit of a Ray task."""
+    cfg, durations = shared["cfg"], shared["durations"]
+    rng = _video_rng(cfg.seed, vid)
+    spans = propose_events_with(feats, dataclasses.replace(cfg.proposals, seed=int(rng.integers(2**31))))
+    return [_moment(vid, durations[vid], (int(s), int(e)), feats.shape[0]) for s, e in spans]
+
+
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
                 *, query_store: Any = None, progress: bool = False, engine: str = "local",
                 ray_address: str | None = None, **_: Any) -> LabelerResult:
-    """LFVMR: per pseudo-event, one CLIP-space query vector picked from its own frames."""
+    """zeroground's LFVMR variant: per pseudo-event, one CLIP-space query vector picked from its own frames."""
     qstore = query_store if query_store is not None else (
         _open_store(cfg.query_features) if cfg.query_features else store)
     shared = {"cfg": cfg, "durations": durations}
@@ -284,7 +306,7 @@ def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: P
                             query_store=None if qstore is store else qstore)
     else:
         per_video = [_lfvmr_video(vid, store[vid], None if qstore is store else qstore[vid], shared)
-                     for vid in _progress(vids, progress, "lfvmr pseudo-labels")]
+                     for vid in _progress(vids, progress, "lfvmr_psvlnet pseudo-labels")]
     moments, vectors = [], []
     for video_moments, video_vectors in per_video:
         moments.extend(video_moments)
@@ -347,6 +369,10 @@ def _psvl_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any
     return [_psvl_video(vid, _features(source, vid), shared, encode_phrases) for vid in vids]
 
 
+def _spans_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
+    return [_spans_video(vid, _features(source, vid), shared) for vid in vids]
+
+
 def _lfvmr_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
     return [_lfvmr_video(vid, _features(source, vid), _features(query_source, vid), shared) for vid in vids]
 
@@ -389,7 +415,8 @@ def _on_ray(chunk_fn: Callable[..., list], store: Any, vids: list[str], shared: 
 #: (moments, query vectors or None)`` and ignores in-memory inputs it does not use.
 PSEUDO_LABELERS: dict[str, Callable[..., LabelerResult]] = {
     "psvl": label_psvl,
-    "lfvmr": label_lfvmr,
+    "lfvmr": label_lfvmr_spans,
+    "lfvmr_psvlnet": label_lfvmr,
 }
 
 
@@ -503,7 +530,7 @@ def load_pseudo_vectors(out_path: str | Path, expected: int | None = None) -> np
     path = vectors_path_for(out_path)
     if not path.is_file():
         raise PseudoLabelError(f"{path}: LFVMR query vectors not found beside {out_path} "
-                               "(was it written with --method lfvmr?)")
+                               "(was it written with --method lfvmr_psvlnet?)")
     arr = np.load(path)
     if arr.ndim != 2:
         raise PseudoLabelError(f"{path}: expected [N, D] query vectors, found shape {arr.shape}")

@@ -309,7 +309,9 @@ def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] 
     stage("pseudo-labels" if plan.annotations is None else "labels")
     if plan.annotations is None:
         files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped, engine=engine)
-        vectors = vectors_path_for(files[0]) if r.model.query_encoder != "tokens" else None
+        # the seed LFVMR draws its queries from the feature store while training: no vectors file
+        fixed_vectors = r.model.query_encoder != "tokens" and r.model.architecture != "lfvmr"
+        vectors = vectors_path_for(files[0]) if fixed_vectors else None
     else:
         first, vectors = _true_labels(plan, out, clip=clip, skipped=skipped)
         files = [first]
