@@ -17,15 +17,14 @@ per-channel sums of ``dy`` and ``dy * (x - mean)`` all-reduced,
 ``dx = invstd * w * (dy - mean(dy) - x̂ * mean(dy * x̂))``; the weight and bias gradients are
 the local sums (DDP averages them over the ranks), as in ``torch.nn.SyncBatchNorm``.
 
-Why it matters: with torch's own CPU kernel for the channels-last layout the fast model
-uses, one process's BatchNorm is off from the exact result by ~1e-6 relative (float32
-statistics), and a second process computing the same rows in another grouping is off
-differently. The ReLU after the BatchNorm turns such a difference at an activation near 0
-into a gradient difference of a whole activation, and the model's two-stage regressor
-then amplifies the flips (docs/scaling.md, "DDP training"). So the fast path's training
-forward uses this function in one process too (``group=LOCAL``, no collectives), and
-DDP's :class:`CrossRankBatchNorm` uses it with the ranks' process group: N ranks × B/N then
-compute BatchNorm bit for bit as one process × B.
+Why float64 sums: summed in float32, the statistics of B/N rows per rank added over ranks
+differ in the last bits from one process's, and the ReLU after the BatchNorm turns such a
+difference at an activation near 0 into a gradient difference of a whole activation, which
+the following steps amplify (docs/scaling.md, "DDP training"). Here a batch split in two
+gives the same statistics to the bit, and the result is within ~1e-7 relative of float64
+BatchNorm. (One process's fast path keeps torch's own ``F.batch_norm``: its channels-last CPU
+kernel is ~1e-6 relative off, faster; using this function there as well makes the BatchNorm
+outputs of N ranks and one process equal to the bit, at ~2.2× the cost per BatchNorm layer.)
 
 Why not ``torch.nn.SyncBatchNorm``: it runs only on CUDA-like devices (it raises on CPU
 tensors, so on gloo/CPU it cannot be used), and the PSVL fast path calls its BatchNorm
