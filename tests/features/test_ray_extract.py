@@ -172,6 +172,51 @@ def test_interrupted_driver_resumes_without_redoing_finished_shards(
         extract_ray([twelve_videos], str(tiny), shards, fps=1.0, progress=False)
 
 
+_KILLED_DRIVER = """
+import os, signal, sys
+import zeroground.features.ray_extract as rx
+real_add, added = rx.H5FeatureWriter.add, [0]
+def add(self, *args, **kwargs):
+    added[0] += 1
+    if added[0] == 4:  # a video of the second shard: the driver dies mid-write
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_add(self, *args, **kwargs)
+rx.H5FeatureWriter.add = add
+rx.extract_ray([sys.argv[1]], sys.argv[2], sys.argv[3], fps=float(sys.argv[4]), batch_size=int(sys.argv[5]),
+               progress=False, settings=rx.RaySettings(num_cpus=2, actors=1, videos_per_block=3))
+"""
+
+
+def test_driver_killed_mid_shard_leaves_no_half_shard_and_resumes(ray_cluster, tiny, twelve_videos, reference, tmp_path):
+    """A real SIGKILL of the driver while it writes its second shard: the first shard is
+    complete, the second exists only as a temporary file; the rerun skips the first shard's
+    videos, clears the temporary file and ends with every video exactly once."""
+    import signal
+
+    shards = tmp_path / "shards"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_DRIVER, str(twelve_videos), str(tiny), str(shards),
+                             str(FPS), str(BATCH)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        try:  # the driver's local Ray processes (its session, started here) go with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    first = _shard_counts(shards)
+    assert len(first) in (2, 3) and all(n == 1 for n in first.values())  # one complete shard (3 videos, 2 if one was corrupt)
+    assert len(list(shards.glob(".shard-*.tmp"))) == 1  # the half-written one, under its temporary name
+    report = extract_ray([twelve_videos], str(tiny), shards, fps=FPS, batch_size=BATCH, progress=False)
+    assert sorted(report.already_done) == sorted(first)
+    assert _shard_counts(shards) == {f"v{i:02d}": 1 for i in range(11)}
+    assert not list(shards.glob(".*tmp"))
+    _assert_same_features(reference, shards)
+
+
 def test_shard_store_rereads_a_stale_index_and_refuses_duplicates(tmp_path):
     folder = tmp_path / "s"
     rng = np.random.default_rng(0)

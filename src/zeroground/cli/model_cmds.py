@@ -66,6 +66,13 @@ def train_cmd(
     ddp: bool = typer.Option(False, "--ddp", help=(
         "Data-parallel over the ranks of a torchrun launch: torchrun --nproc_per_node=N -m zeroground train --ddp ... "
         "(global batch train.batch_size split over ranks; rank 0 writes the files).")),
+    sweep: Optional[Path] = typer.Option(None, "--sweep", help=(
+        "YAML list of override mappings, one training each (OUT/<name>, default run<i>), e.g. "
+        "[{name: lr1, train.lr: 0.001}, {name: seed2, train.seed: 2}]; results in OUT/sweep.json. Runs on Ray by default.")),
+    engine: Optional[str] = typer.Option(None, "--engine", help=(
+        "local (one training after another) or ray (ensemble/bagged members or sweep runs as Ray tasks, one process "
+        "each with train.num_threads threads). Default: ray with --sweep, else local.")),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
     """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
     from zeroground.config import parse_overrides
@@ -90,6 +97,16 @@ def train_cmd(
             cfg = recipe_train_config(recipe, overrides)
         else:
             cfg = load_train_config(config, overrides)
+    engine = engine or ("ray" if sweep is not None else "local")
+    if engine not in ("local", "ray"):
+        raise CommandLineError(f"unknown --engine {engine!r}; choose local or ray")
+    if address and engine != "ray":
+        raise CommandLineError("--address belongs to --engine ray")
+    if ddp and (sweep is not None or engine == "ray"):
+        raise CommandLineError("--ddp trains one model over torchrun's ranks; it does not combine with --sweep or --engine ray")
+    if sweep is not None:
+        _train_sweep(cfg, sweep, out, engine=engine, address=address, resume=resume is not None)
+        return
     ctx = None
     if ddp:
         from zeroground.train.ddp import init_distributed
@@ -97,7 +114,8 @@ def train_cmd(
         ctx = init_distributed()
     try:
         if ctx is None:
-            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
+            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet and engine == "local",
+                                       engine=engine, address=address)
         else:  # one model, data-parallel over the ranks
             from zeroground.train.loop import train
 
@@ -109,6 +127,24 @@ def train_cmd(
             shutdown()
     if ctx is None or ctx.is_main:
         typer.echo(f"model written to {model_dir}")
+
+
+def _train_sweep(cfg, sweep: Path, out: Path, *, engine: str, address: Optional[str], resume: bool) -> None:
+    from zeroground.config import save_config, to_dict
+    from zeroground.train.parallel import SWEEP_FILE, load_sweep, run_sweep
+
+    items = load_sweep(sweep)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")  # the sweep's base: `--resume OUT --sweep S.yaml` reads it back
+    rows = run_sweep(to_dict(cfg), items, out, engine=engine, address=address, resume=resume)
+    keys = [k for k in rows[0] if k not in ("name", "overrides", "model", "epoch", "seconds", "samples_per_s")]
+    width = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'run':<{width}}  " + "  ".join(f"{k:>12}" for k in keys) + "  overrides")
+    for r in rows:
+        cells = "  ".join(f"{r[k]:>12.4f}" if isinstance(r.get(k), float) else f"{str(r.get(k, '')):>12}" for k in keys)
+        typer.echo(f"{r['name']:<{width}}  {cells}  {r['overrides']}")
+    typer.echo(f"wrote {out / SWEEP_FILE} ({len(rows)} runs)")
 
 
 @app.command("evaluate")

@@ -170,7 +170,7 @@ def _draws(plan: _Plan) -> int:
 
 
 def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Callable[[str], None],
-                   skipped: list[str]) -> list[Path]:
+                   skipped: list[str], engine: str = "local") -> list[Path]:
     """Pseudo-label draws 0..n-1 (draw k with seed pseudo.seed + k); complete draws are kept."""
     from zeroground.features.store import FeatureStore
     from zeroground.pseudo.label import pseudo_label
@@ -193,7 +193,8 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
         cfg = dataclasses.replace(r.pseudo, seed=r.pseudo.seed + k, corpus=plan.corpus, fps=store.fps,
                                   clip=plan.encoder if r.pseudo.method == "psvl" else r.pseudo.clip)
         pseudo_label(r.pseudo.method, store, target, config=cfg, durations={v: durations[v] for v in vids},
-                     videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress)
+                     videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress,
+                     engine=engine)
         atomic_write_text(done, "complete\n")
     return files
 
@@ -226,18 +227,43 @@ def _true_labels(plan: _Plan, out: Path, *, clip: Any, skipped: list[str]) -> tu
 def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder: str | Path, out: str | Path, *,
         features: str | Path | None = None, corpus: str | Path | None = None,
         annotations: str | Path | None = None, overrides: dict[str, Any] | None = None,
-        progress: bool = True, echo: Callable[[str], None] | None = print) -> FitResult:
+        progress: bool = True, echo: Callable[[str], None] | None = print, engine: str = "local",
+        address: str | None = None) -> FitResult:
     """Unlabeled ``videos`` (files or folders) → ``out/model``, following ``recipe``.
 
     ``features``: start from this feature store instead of extracting (``videos``, if
     given, then name the store's videos to fit on). ``corpus``: the unpaired sentences
     PSVL draws its verbs from. ``annotations``: train on these true spans instead of
-    pseudo-labels (an upper bound). ``overrides``: dotted recipe fields (``train.epochs``)."""
-    from zeroground.pseudo.label import vectors_path_for
-
+    pseudo-labels (an upper bound). ``overrides``: dotted recipe fields (``train.epochs``).
+    ``engine="ray"``: extraction (Ray Data, shards merged into ``features.h5``), the
+    pseudo-labels' per-video work and the members' trainings run on Ray -- the cluster at
+    ``address`` or a local one on all cores, started once for the whole run."""
+    if engine not in ("local", "ray"):
+        raise FitError(f"unknown engine {engine!r}; choose local or ray")
+    if address and engine != "ray":
+        raise FitError("--address belongs to --engine ray")
     out = Path(out)
     plan = _plan(videos, recipe, str(encoder), out, features, corpus, annotations, overrides)
     _claim_run_dir(out, plan)
+    if (out / (MODEL_DIR + ".done")).is_file() and (out / MODEL_DIR).is_dir():
+        engine = "local"  # nothing to do: no cluster to start
+    started = False
+    if engine == "ray":
+        from zeroground.features.ray_extract import init_ray
+
+        started = init_ray(address)
+    try:
+        return _fit(plan, out, progress=progress, echo=echo, engine=engine)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] | None, engine: str) -> FitResult:
+    from zeroground.pseudo.label import vectors_path_for
+
     r = plan.recipe.recipe
     skipped: list[str] = []
     steps = 4
@@ -258,9 +284,16 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
 
     stage("features")
     if plan.video_paths:
-        from zeroground.features.extract import extract
+        if engine == "ray":
+            from zeroground.features.ray_extract import extract_ray
 
-        report = extract(plan.video_paths, plan.encoder, plan.features, fps=r.fps, progress=progress)
+            # shards in features.h5.shards/ (a rerun resumes from them), merged into features.h5
+            report = extract_ray(plan.video_paths, plan.encoder, plan.features, fps=r.fps, merge=True,
+                                 progress=progress)
+        else:
+            from zeroground.features.extract import extract
+
+            report = extract(plan.video_paths, plan.encoder, plan.features, fps=r.fps, progress=progress)
         if report.failed:
             raise FitError(f"feature extraction failed for {sorted(report.failed)}: {report.failed}")
         if len(report.already_done) == len(plan.video_paths):
@@ -275,7 +308,7 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
 
     stage("pseudo-labels" if plan.annotations is None else "labels")
     if plan.annotations is None:
-        files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped)
+        files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped, engine=engine)
         # the seed LFVMR draws its queries from the feature store while training: no vectors file
         fixed_vectors = r.model.query_encoder != "tokens" and r.model.architecture != "lfvmr"
         vectors = vectors_path_for(files[0]) if fixed_vectors else None
@@ -285,8 +318,9 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
 
     stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else ""))
     cfg = train_config(plan, files[0], vectors)
-    trained = train_ensemble(cfg, out / "train", resume=True, progress=progress, log=None,
-                             on_member=lambda k: say(f"member {k + 1}/{r.train.ensemble} (seed {r.train.seed + k})"))
+    trained = train_ensemble(cfg, out / "train", resume=True, progress=progress and engine == "local", log=None,
+                             on_member=lambda k: say(f"member {k + 1}/{r.train.ensemble} (seed {r.train.seed + k})"),
+                             engine=engine)
 
     stage("model")
     tmp = out / (MODEL_DIR + ".tmp")

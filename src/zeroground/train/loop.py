@@ -48,6 +48,7 @@ from zeroground.train.data import (
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "training.png"
+DONE_FILE = "DONE"  # written (by train_member / sweep runs) after a run's model directory is complete
 
 
 class TrainingInterrupted(RuntimeError):

@@ -17,8 +17,7 @@ from typing import Callable
 
 from zeroground.train.config import TrainConfig
 from zeroground.train.data import TrainingDataError
-
-DONE_FILE = "DONE"  # written after a member's model directory is complete
+from zeroground.train.loop import DONE_FILE  # written after a member's model directory is complete
 
 
 def draw_path(path: str | Path, k: int) -> Path:
@@ -91,10 +90,25 @@ def load_run_config(out: str | Path) -> TrainConfig:
     return load_config(path, TrainConfig)
 
 
+def _member_job(cfg: TrainConfig, member_index: int, out: str, resume: bool) -> str:
+    """One member as an independent job (a Ray task): a retried job -- its worker was
+    killed -- continues from the member's own last checkpoint."""
+    from zeroground.train.loop import CHECKPOINT_FILE
+
+    started = (member_dir(out, cfg, member_index) / CHECKPOINT_FILE).is_file()
+    return str(train_member(cfg, member_index, out, resume=resume or started, progress=False, log=None))
+
+
 def train_ensemble(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
                    log: Callable[[str], None] | None = print,
-                   on_member: Callable[[int], None] | None = None) -> Path:
-    """Train every member of ``cfg`` (``train.ensemble``), then join them: ``out/model``."""
+                   on_member: Callable[[int], None] | None = None, engine: str = "local",
+                   address: str | None = None) -> Path:
+    """Train every member of ``cfg`` (``train.ensemble``), then join them: ``out/model``.
+
+    ``engine="ray"``: the members run side by side as Ray tasks, one process each with
+    ``train.num_threads`` threads (:func:`zeroground.train.parallel.run_trainings`), on the
+    cluster at ``address`` or a local one on all cores; the same weights as ``"local"``
+    (one after the other here), since each member sets its own seeds and threads."""
     check_members(cfg)
     out = Path(out)
     if cfg.train.ensemble > 1:  # the members' configs are in member_<k>/; this is the whole run's
@@ -103,10 +117,25 @@ def train_ensemble(cfg: TrainConfig, out: str | Path, *, resume: bool = False, p
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     members = []
-    for k in range(cfg.train.ensemble):
-        if on_member is not None:
-            on_member(k)
-        members.append(train_member(cfg, k, out, resume=resume, progress=progress, log=log))
+    if engine == "ray":
+        from zeroground.train.loop import CHECKPOINT_FILE
+        from zeroground.train.parallel import run_trainings
+
+        taken = [k for k in range(cfg.train.ensemble) if (member_dir(out, cfg, k) / CHECKPOINT_FILE).exists()]
+        if taken and not resume:  # what train() would say, before any worker starts
+            raise TrainingDataError(f"{member_dir(out, cfg, taken[0])} already holds a training run: pass "
+                                    f"--resume {out} to continue it, or pick a new --out")
+        for k in range(cfg.train.ensemble):
+            member_config(cfg, k)  # a missing bagging draw fails here, not in a worker
+        jobs = [(_member_job, {"cfg": cfg, "member_index": k, "out": str(out), "resume": resume})
+                for k in range(cfg.train.ensemble)]
+        members = [Path(p) for p in run_trainings(jobs, engine="ray", num_threads=cfg.train.num_threads or 1,
+                                                  address=address)]
+    else:
+        for k in range(cfg.train.ensemble):
+            if on_member is not None:
+                on_member(k)
+            members.append(train_member(cfg, k, out, resume=resume, progress=progress, log=log))
     if cfg.train.ensemble == 1:
         return members[0]
     from zeroground.model.ensemble import save_ensemble_dir
