@@ -71,7 +71,7 @@ def test_psvl_on_ray_writes_the_bytes_one_process_writes(world, ray_cluster, tmp
     assert local.count(b'"vid"') >= 12 * 2  # every video labelled, several items each
 
 
-def test_lfvmr_variants_on_ray_write_the_bytes_one_process_writes(world, ray_cluster, tmp_path):
+def test_lfvmr_on_ray_writes_the_bytes_one_process_writes(world, ray_cluster, tmp_path):
     root, feats, _ = world
     # a separate query store held in memory: its arrays travel with the tasks
     from zeroground.features.store import FeatureStore
@@ -85,13 +85,15 @@ def test_lfvmr_variants_on_ray_write_the_bytes_one_process_writes(world, ray_clu
             outs[engine, name].parent.mkdir(exist_ok=True)
             pseudo_label("lfvmr_psvlnet", feats, outs[engine, name], query_store=qs, selection="random", seed=3,
                          engine=engine)
-        outs[engine, "spans"] = tmp_path / engine / "spans.json"  # the seed LFVMR: spans only
-        pseudo_label("lfvmr", feats, outs[engine, "spans"], seed=3, engine=engine)
     for name in ("same", "query"):
         assert outs["local", name].read_bytes() == outs["ray", name].read_bytes()
         a, b = (outs[e, name].with_suffix(".npy").read_bytes() for e in ("local", "ray"))
         assert a == b and len(np.load(outs["local", name].with_suffix(".npy"))) >= 12
-    assert outs["local", "spans"].read_bytes() == outs["ray", "spans"].read_bytes()
+    # the seed LFVMR's labeller (spans only) too
+    for engine in ("local", "ray"):
+        pseudo_label("lfvmr", feats, tmp_path / engine / "seed.json", seed=3, engine=engine)
+    assert (tmp_path / "local" / "seed.json").read_bytes() == (tmp_path / "ray" / "seed.json").read_bytes()
+    assert not (tmp_path / "ray" / "seed.npy").exists()
 
 
 def test_an_error_inside_a_task_is_the_error_one_process_raises(world, ray_cluster, tmp_path):
@@ -135,7 +137,7 @@ def test_a_task_whose_worker_is_killed_is_retried_to_the_same_output(world, ray_
         if "vid05" in vids and not marker.exists():
             marker.write_text("killed")
             os.kill(os.getpid(), signal.SIGKILL)
-        return label._lfvmr_chunk(vids, source, shared, clip_model, query_source)
+        return label._lfvmr_chunk(vids, source, shared, clip_model, query_source)  # lfvmr_psvlnet's unit
 
     def on_ray(chunk_fn, *args, **kwargs):
         return real_on_ray(dying_chunk, *args, **kwargs)

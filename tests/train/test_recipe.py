@@ -147,7 +147,15 @@ PAPER_MODELS = {
     "anet_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "video_dim": 500, "query_encoder": "clip", "clip_dim": 512,
                            "text_encoder": "openai/clip-vit-base-patch32"},
 }
+# The seed LFVMR's Charades network (../shared/lfvmr/SPEC.md §4-§5: 4,273,283 parameters) and training (§7).
+PAPER_MODELS["charades_lfvmr"] = {
+    "architecture": "lfvmr", "video_dim": 1024, "clip_dim": 512, "num_segments": 128, "pe_positions": 256,
+    "video_gru_hidden": 256, "hidden": 256, "heads": 4, "cross_layers": 3, "self_layers": 2, "dropout": 0.5,
+    "pe_dropout": 0.1, "num_candidates": 9, "selector_dim": 128, "selector_layers": 2, "selector_heads": 2,
+    "selector_ff": 128, "selector_dropout": 0.1, "text_encoder": "openai/clip-vit-base-patch32",
+}
 PAPER_TRAINING = {
+    "charades_lfvmr": {**PSVL_TRAINING, "query_noise": "gaussian", "query_noise_level": 0.04},
     "charades_psvl": PSVL_TRAINING,
     "anet_psvl": PSVL_TRAINING,
     "charades_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1},
@@ -165,7 +173,11 @@ def test_paper_recipes_equal_their_specs(name):
     model, train = to_dict(r.model), to_dict(r.train)
     assert {k: model[k] for k in PAPER_MODELS[name]} == PAPER_MODELS[name]
     assert {k: train[k] for k in PAPER_TRAINING[name]} == PAPER_TRAINING[name]
-    assert r.pseudo.method == ("lfvmr" if "lfvmr" in name else "psvl")
+    assert r.pseudo.method == name.split("_", 1)[1]  # psvl, lfvmr (spans only), lfvmr_psvlnet (+ vectors)
+    if name == "charades_lfvmr":
+        from zeroground.model.lfvmr import LFVMRModel
+
+        assert sum(p.numel() for p in LFVMRModel(r.model).parameters()) == 4_273_283
 
 
 def test_the_psvl_paper_networks_have_the_checkpoint_s_size():

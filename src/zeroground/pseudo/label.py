@@ -283,11 +283,15 @@ def label_lfvmr_spans(store: Any, vids: list[str], durations: dict[str, float], 
 
 
 def _spans_video(vid: str, feats: np.ndarray, shared: dict[str, Any]) -> list[Any]:
-    """The per-video work of the seed LFVMR (its proposals): the unit of a Ray task."""
+    """The pseudo-events of one video (seeded by (seed, vid)): the unit of a Ray task."""
     cfg, durations = shared["cfg"], shared["durations"]
     rng = _video_rng(cfg.seed, vid)
     spans = propose_events_with(feats, dataclasses.replace(cfg.proposals, seed=int(rng.integers(2**31))))
     return [_moment(vid, durations[vid], (int(s), int(e)), feats.shape[0]) for s, e in spans]
+
+
+def _spans_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
+    return [_spans_video(vid, _features(source, vid), shared) for vid in vids]
 
 
 def label_lfvmr(store: Any, vids: list[str], durations: dict[str, float], cfg: PseudoLabelConfig,
@@ -367,10 +371,6 @@ def _features(source: tuple[str, Any] | None, vid: str) -> np.ndarray | None:
 def _psvl_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
     encode_phrases = _phrase_encoder(clip_model) if clip_model is not None else None
     return [_psvl_video(vid, _features(source, vid), shared, encode_phrases) for vid in vids]
-
-
-def _spans_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
-    return [_spans_video(vid, _features(source, vid), shared) for vid in vids]
 
 
 def _lfvmr_chunk(vids: list[str], source, shared: dict[str, Any], clip_model: Any, query_source=None) -> list:
