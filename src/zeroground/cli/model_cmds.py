@@ -50,6 +50,9 @@ def train_cmd(
     ddp: bool = typer.Option(False, "--ddp", help=(
         "Data-parallel over the ranks of a torchrun launch: torchrun --nproc_per_node=N -m zeroground train --ddp ... "
         "(global batch train.batch_size split over ranks; rank 0 writes the files).")),
+    engine: str = typer.Option("local", "--engine", help=(
+        "train.ensemble members: local (one after the other) or ray (side by side as Ray tasks, one process each).")),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
     """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
     from zeroground.config import parse_overrides
@@ -75,13 +78,16 @@ def train_cmd(
         else:
             cfg = load_train_config(config, overrides)
     ctx = None
+    if ddp and engine != "local":
+        raise CommandLineError("--ddp trains one model over torchrun's ranks; --engine belongs to ensembles without it")
     if ddp:
         from zeroground.train.ddp import init_distributed
 
         ctx = init_distributed()
     try:
         if ctx is None:
-            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet)
+            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet, engine=engine,
+                                       address=address)
         else:  # one model, data-parallel over the ranks
             from zeroground.train.loop import train
 
