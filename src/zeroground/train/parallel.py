@@ -24,11 +24,17 @@ class ParallelTrainingError(ZerogroundError, RuntimeError):
     """A bad engine, or a job that failed (the message names it)."""
 
 
-def _run_job(fn: Callable[..., Any], kwargs: dict[str, Any], num_threads: int | None) -> Any:
+def _run_job(fn: Callable[..., Any], kwargs: dict[str, Any], num_threads: int | None, cwd: str | None = None) -> Any:
     """One job with ``num_threads`` torch threads; the process's thread count is restored after
-    it (in this process the sequential engine leaves what follows as a fresh Ray worker would)."""
+    it (in this process the sequential engine leaves what follows as a fresh Ray worker would).
+    ``cwd``: the driver's working directory, entered when it exists here (a worker on the same
+    machine then reads relative paths as the driver does)."""
+    import os
+
     import torch
 
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
     before = torch.get_num_threads()
     try:
         if num_threads:
@@ -71,7 +77,9 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
     started = init_ray(address)
     try:
         remote = ray.remote(num_cpus=num_threads or 1, max_calls=1, max_retries=retries)(_run_job)
-        refs = [remote.remote(fn, kw, num_threads) for fn, kw in jobs]
+        import os
+
+        refs = [remote.remote(fn, kw, num_threads, os.getcwd()) for fn, kw in jobs]
         index = {ref: i for i, ref in enumerate(refs)}
         out: dict[int, Any] = {}
         pending = list(refs)
