@@ -35,3 +35,14 @@ def test_two_members_on_ray_equal_sequential(tmp_path):
         run_trainings([], engine="threads")
     with pytest.raises(ParallelTrainingError, match="used twice"):
         sweep_jobs(base, [{"name": "a"}, {"name": "a"}], tmp_path)
+
+
+def test_engine_names():
+    from zeroground.train.fit import FitRun, fit_many
+    from zeroground.train.parallel import resolve_engine
+
+    assert resolve_engine("local") == "sequential" and resolve_engine("ray") == "ray"
+    assert resolve_engine("auto") == "ray"  # Ray is installed here (importorskip above)
+    assert run_trainings([], engine="ray") == []  # nothing to run: no cluster started
+    with pytest.raises(ParallelTrainingError, match="unknown engine 'threads'"):
+        fit_many([FitRun([], "demo_supervised", "x", "out")], engine="threads")
