@@ -203,18 +203,21 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
     records: dict[str, list] = {}
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    for method in cfg.methods:
-        if method in BASELINE_ROWS:
-            tm = time.perf_counter()
-            records[method] = BASELINE_ROWS[method](test_moments, store=store, clip=clip, seed=cfg.seed)
-            seconds[method] = time.perf_counter() - tm
+
+    def baseline_rows() -> None:  # in this process, while the Ray workers train (no model needed)
+        for method in cfg.methods:
+            if method in BASELINE_ROWS:
+                tm = time.perf_counter()
+                records[method] = BASELINE_ROWS[method](test_moments, store=store, clip=clip, seed=cfg.seed)
+                seconds[method] = time.perf_counter() - tm
+
     trained = [m for m in cfg.methods if m not in BASELINE_ROWS]
     tm = time.perf_counter()
     if trained:
         _log(f"fitting {', '.join(trained)} (members trained {'as Ray tasks' if engine == 'ray' else 'one after the other'})",
              echo)
     models = fit_rows(trained, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress, echo=echo,
-                      engine=engine, address=address)
+                      engine=engine, address=address, alongside=baseline_rows)
     seconds["fit"] = time.perf_counter() - tm
     order: list[str] = []
     for method in cfg.methods:
@@ -261,7 +264,7 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
 
 def fit_rows(methods: list[str], cfg: DemoSetup, out: Path, train_split, features: Path, corpus: Path,
              clip_path: Path, *, progress: bool, echo: Callable[[str], None], engine: str = "sequential",
-             address: str | None = None) -> dict[str, Path]:
+             address: str | None = None, alongside: Callable[[], Any] | None = None) -> dict[str, Path]:
     """``zeroground.fit`` of each trained row into ``out/runs/<method>``, all rows' members trained
     as one pool (:func:`zeroground.train.fit.fit_many`); returns each row's model directory.
 
@@ -281,7 +284,7 @@ def fit_rows(methods: list[str], cfg: DemoSetup, out: Path, train_split, feature
         except RunDirTaken:
             shutil.rmtree(run.out)
         runs.append(run)
-    results = fit_many(runs, engine=engine, address=address, progress=progress, echo=echo)
+    results = fit_many(runs, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
     return {m: r.model for m, r in zip(methods, results)}
 
 

@@ -276,7 +276,8 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
 
 
 def fit_many(runs: Sequence[FitRun], *, engine: str = "sequential", address: str | None = None,
-             progress: bool = True, echo: Callable[[str], None] | None = print) -> list[FitResult]:
+             progress: bool = True, echo: Callable[[str], None] | None = print,
+             alongside: Callable[[], Any] | None = None) -> list[FitResult]:
     """Several :func:`fit` runs whose trainings share one pool of workers.
 
     Every run's inputs are checked first; then each run's features and pseudo-labels are
@@ -284,7 +285,8 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "sequential", address: str
     of jobs of :func:`zeroground.train.parallel.run_trainings` (``engine="ray"``: one Ray
     task per member, ``train.num_threads`` threads each, on all local cores or the cluster
     at ``address``); last each run's model is written. Each member does the same work under
-    every engine (its own seed and draw), so the models are the same."""
+    every engine (its own seed and draw), so the models are the same. ``alongside()``: other
+    work of this process, done while the workers train (sequential engine: before training)."""
     from zeroground.train.parallel import ENGINES, ParallelTrainingError, resolve_engine
 
     engine = resolve_engine(engine)
@@ -322,9 +324,12 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "sequential", address: str
             owners[i].say(f"member {index[i] + 1}/{owners[i].cfg.train.ensemble} (seed {seed}) trained"
                           f" ({count[0]}/{len(jobs)} of all runs)")
 
-        done = run_trainings(jobs, engine=engine, num_threads=threads, address=address, on_done=finished)
+        done = run_trainings(jobs, engine=engine, num_threads=threads, address=address, on_done=finished,
+                             alongside=alongside)
         for p in todo:
             trained[id(p)] = join_members(p.cfg, p.out / "train", [d for d, o in zip(done, owners) if o is p])
+    elif alongside is not None:
+        alongside()
     return [_finish(p, trained[id(p)]) if p.cfg is not None else
             FitResult(p.out, p.out / MODEL_DIR, p.plan.features, [], ["all"]) for p in prepared]
 

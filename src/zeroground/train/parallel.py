@@ -56,11 +56,16 @@ def resolve_engine(engine: str) -> str:
 
 def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: int | None = 1,
                   address: str | None = None, retries: int = 2,
-                  on_done: Callable[[int], None] | None = None) -> list[Any]:
+                  on_done: Callable[[int], None] | None = None,
+                  alongside: Callable[[], Any] | None = None) -> list[Any]:
     """Run every job; results in the order of ``jobs``. ``on_done(i)`` is called as job ``i``
-    finishes (in the order they finish under Ray)."""
+    finishes (in the order they finish under Ray). ``alongside()``: other work of this process,
+    done while the Ray workers train (sequential engine: before the jobs)."""
     if engine not in ENGINES:
         raise ParallelTrainingError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if not jobs or engine in ("sequential", "local"):
+        if alongside is not None:
+            alongside()
     if not jobs:
         return []
     if engine in ("sequential", "local"):
@@ -80,6 +85,8 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
         import os
 
         refs = [remote.remote(fn, kw, num_threads, os.getcwd()) for fn, kw in jobs]
+        if alongside is not None:
+            alongside()
         index = {ref: i for i, ref in enumerate(refs)}
         out: dict[int, Any] = {}
         pending = list(refs)
