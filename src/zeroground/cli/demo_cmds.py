@@ -41,8 +41,8 @@ def demo(
 
     console = Console()
     cfg = load_demo_config(config, parse_overrides(set_))
-    result = run_demo(out, cfg, progress=not quiet, echo=lambda m: console.print(m, highlight=False),
-                      engine=engine, address=address)
+    result = run_demo(out, cfg, progress=not quiet, engine=engine, address=address,
+                      echo=lambda m: console.print(m, highlight=False, markup=False))  # "[fit psvl] ..." is no markup
     console.print(results_table(result.rows))
     console.print(f"results: {result.results_json}   figure: {result.figure}   "
                   f"total {result.seconds['total']:.0f} s")
