@@ -123,12 +123,14 @@ def _log(msg: str, echo: Callable[[str], None]) -> None:
 
 
 def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, progress: bool = True,
-             echo: Callable[[str], None] = print, engine: str = "auto", address: str | None = None) -> DemoResult:
+             echo: Callable[[str], None] = print, engine: str = "sequential",
+             address: str | None = None) -> DemoResult:
     """Run the whole demo into ``out``; returns the metric rows (also in ``out/results.json``).
 
     ``engine``: how the trained rows' members train (:func:`zeroground.train.parallel.run_trainings`):
     ``ray`` side by side, one process each (on all local cores, or the cluster at ``address``),
-    ``local`` one after the other here, ``auto`` Ray when installed. The table is the same."""
+    ``sequential``/``local`` one after the other here, ``auto`` Ray when installed (what
+    ``zeroground demo`` uses). The table is the same."""
     import torch
 
     from zeroground.config import save_config
