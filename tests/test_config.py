@@ -48,7 +48,7 @@ def test_config_rejects_unknown_and_mistyped_keys(tmp_path):
 def test_atomic_path_keeps_old_file_on_error_and_uses_umask(tmp_path):
     target = tmp_path / "out.json"
     atomic_write_json(target, {"a": 1})
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="killed"):
         with atomic_path(target) as tmp:
             tmp.write_text("half")
             raise RuntimeError("killed")

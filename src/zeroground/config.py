@@ -37,6 +37,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        chosen = _by_discriminator([a for a in args if _is_dataclass_type(a)], value, where)
+        if chosen is not None:
+            return from_dict(chosen, value, where)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -82,6 +85,33 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, found {value!r}")
         return value
     return value
+
+
+DISCRIMINATOR = "architecture"
+
+
+def _by_discriminator(classes: list[type], value: Any, where: str) -> type | None:
+    """Of several dataclasses that each have a ``Literal`` field named :data:`DISCRIMINATOR`
+    (``architecture``), the one whose literal the mapping names (or, without the key, the
+    first one): ``model: {architecture: lfvmr, ...}`` reads as the LFVMR config."""
+    if len(classes) < 2 or not isinstance(value, dict):
+        return None
+    tags: dict[Any, type] = {}
+    for cls in classes:
+        tp = typing.get_type_hints(cls).get(DISCRIMINATOR)
+        if typing.get_origin(tp) is not typing.Literal:
+            return None
+        for tag in typing.get_args(tp):
+            tags[tag] = cls
+    wanted = value.get(DISCRIMINATOR, typing.get_args(typing.get_type_hints(classes[0])[DISCRIMINATOR])[0])
+    if wanted not in tags:
+        raise ConfigError(f"{where}.{DISCRIMINATOR}: unknown {wanted!r}; choose one of {list(tags)}")
+    return tags[wanted]
+
+
+def convert(value: Any, tp: Any, where: str = "config") -> Any:
+    """``value`` checked and converted to type ``tp`` (a dataclass, a union of dataclasses, ...)."""
+    return _convert(value, tp, where)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

@@ -4,7 +4,9 @@
   tokenizer and image processor, so nothing ever needs the hub (the demo's shipped tiny CLIP
   is one of these, trained by ``scripts/train_tiny_clip.py``);
 * :func:`write_test_video` -- a short H.264 video whose every second has its own colour, so
-  decoding at a given fps can be checked frame by frame.
+  decoding at a given fps can be checked frame by frame;
+* :func:`cut_video`, :func:`scramble_video`, :func:`lie_about_duration` -- damaged copies of
+  a video (cut short, random bytes mid-stream, a Matroska header claiming a longer duration).
 """
 
 from __future__ import annotations
@@ -170,10 +172,12 @@ def write_test_video(
     gop: int | None = None,
     codec: str = "libx264",
     seed: int = 0,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a small synthetic mp4 (a moving square whose colour changes each second).
 
     Used by tests and benchmarks so they never need video files from elsewhere.
+    ``container_options`` go to the muxer (e.g. ``{"movflags": "faststart"}``: MP4 index first).
     """
     import av
 
@@ -182,7 +186,7 @@ def write_test_video(
     h, w = size
     rng = np.random.default_rng(seed)
     colours = rng.integers(30, 255, size=(int(math.ceil(seconds)) + 1, 3), dtype=np.uint8)
-    with av.open(str(path), mode="w") as out:
+    with av.open(str(path), mode="w", options=container_options or {}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p"
@@ -203,3 +207,39 @@ def write_test_video(
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def cut_video(path: str | Path, out: str | Path, keep: float) -> Path:
+    """A copy of ``path`` holding only its first ``keep`` fraction of bytes (a download cut short)."""
+    data = Path(path).read_bytes()
+    Path(out).write_bytes(data[: int(len(data) * keep)])
+    return Path(out)
+
+
+def scramble_video(path: str | Path, out: str | Path, lo: float, hi: float, seed: int = 0) -> Path:
+    """A copy of ``path`` with random bytes over the fraction ``[lo, hi)`` of its media data
+    (MP4: inside ``mdat``, the index left whole, so the file still opens)."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    a, b = 0, len(data)
+    if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
+        a, b = data.find(b"mdat") + 8, data.find(b"moov")
+        if not 0 < a < b:
+            raise ValueError(f"{path}: scramble_video needs the MP4 index after the media data")
+    i, j = a + int((b - a) * lo), a + int((b - a) * hi)
+    data[i:j] = np.random.default_rng(seed).integers(0, 256, j - i, dtype=np.uint8).tobytes()
+    Path(out).write_bytes(bytes(data))
+    return Path(out)
+
+
+def lie_about_duration(path: str | Path, out: str | Path, seconds: float) -> Path:
+    """A copy of a Matroska/WebM file whose Segment Info Duration claims ``seconds``."""
+    import struct
+
+    data = bytearray(Path(path).read_bytes())
+    i = data.find(b"\x44\x89\x88")  # Duration element id, 8-byte float (milliseconds by default)
+    if i < 0:
+        raise ValueError(f"{path}: no 8-byte Matroska Duration element")
+    data[i + 3:i + 11] = struct.pack(">d", seconds * 1000.0)
+    Path(out).write_bytes(bytes(data))
+    return Path(out)

@@ -55,9 +55,14 @@ def test_decoded_mp4_has_every_frame_at_the_plan_rate(world):
             assert float(stream.average_rate) == pytest.approx(plan.fps)
         assert len(frames) == n_frames(plan) == round(plan.duration * plan.fps)
         assert frames[0].shape == (64 * SMALL.scale, 64 * SMALL.scale, 3)
-        # lossy, but close to what was rendered
-        diff = np.abs(frames[3].astype(int) - render_frame(plan, 3, SMALL.scale, SMALL.noise_std).astype(int))
-        assert diff.mean() < 6
+        # lossy, but every decoded frame is closest to its own rendered frame, not to a neighbour's
+        rendered = [render_frame(plan, k, SMALL.scale, SMALL.noise_std).astype(int) for k in range(len(frames))]
+        for k, frame in enumerate(frames):
+            own = np.abs(frame.astype(int) - rendered[k]).mean()
+            assert own < 4, (plan.video, k, own)  # measured 2.3-2.4 (x264 on yuv420p)
+            for j in (k - 1, k + 1):
+                if 0 <= j < len(frames):
+                    assert np.abs(frame.astype(int) - rendered[j]).mean() > own + 0.3, (plan.video, k, j)
 
 
 def test_annotations_are_the_events_with_their_captions(world):

@@ -39,6 +39,7 @@ TINY = {
     "recipe_changes": {
         "psvl": {"train.epochs": 2, "train.average_last_epochs": 1, "train.batch_size": 8, "train.ensemble": 2,
                  "model.num_segments": 16},
+        "lfvmr": {"train.epochs": 2, "train.batch_size": 8, "model.num_segments": 16},
         "lfvmr_psvlnet": {"train.epochs": 1, "train.batch_size": 8, "train.ensemble": 2, "model.num_segments": 16},
         "supervised": {"train.epochs": 1, "train.batch_size": 8, "model.num_segments": 16},
     },
@@ -47,8 +48,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    if not (shipped_tiny_clip() / "config.json").exists():
-        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    # shipped in the package: missing is a failure, not a skip
+    assert (shipped_tiny_clip() / "config.json").exists(), "shipped tiny CLIP missing (run `make tiny-clip`)"
     out = tmp_path_factory.mktemp("demo_out")
     cfg = load_demo_config(None, TINY)
     messages: list[str] = []
@@ -59,10 +60,12 @@ def demo_run(tmp_path_factory):
 def test_results_json_has_every_method_with_fractions(demo_run):
     out, result, _ = demo_run
     data = json.loads((out / "results.json").read_text())
-    other = "regression"  # every demo recipe reads spans from the attention
+    # the diagnostic row reads the same models the other way: the seed LFVMR reads its regressor,
+    # every other demo recipe the attention
+    other = {"lfvmr": "attention"}
     expected = []
     for m in BASELINES + TRAINED:
-        expected += [m] + ([f"{m}_{other}"] if m in TRAINED else [])
+        expected += [m] + ([f"{m}_{other.get(m, 'regression')}"] if m in TRAINED else [])
     assert [r["method"] for r in data["rows"]] == expected
     for row in data["rows"]:
         assert set(row) == {"method", *METRIC_KEYS}
@@ -97,7 +100,8 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
     for method in TRAINED:
         model, cfg, vocab = load_model_dir(runs / method / "model")
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
-        assert cfg.span_readout == "attention"  # the recipes' read-out, saved with the model
+        assert cfg.span_readout == ("regression" if method == "lfvmr" else "attention")  # the recipes' read-out
+        assert cfg.architecture == ("lfvmr" if method == "lfvmr" else "psvl")
         assert (vocab is not None) == (method == "psvl")
         # the pseudo-supervised models are seed ensembles (train.ensemble), the upper bound one model
         members = [m.cfg.span_readout for m in getattr(model, "members", [])]
@@ -109,16 +113,16 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
         assert (runs / method / "recipe.yaml").is_file()
     # bagging (demo_psvl: train.bagging): each PSVL member trained on its own pseudo-label draw
     draws = [runs / "psvl" / "pseudo" / "psvl.json", runs / "psvl" / "pseudo" / "psvl.draw1.json"]
-    assert all(d.is_file() for d in draws) and not (runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.draw1.json").exists()
+    assert all(d.is_file() for d in draws) and not (runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.draw1.json").exists()
     assert draws[0].read_text() != draws[1].read_text()
     for k, draw in enumerate(draws):
         run_cfg = yaml.safe_load((runs / "psvl" / "train" / f"member_{k}" / "config.yaml").read_text())
         assert Path(run_cfg["data"]["train_annotations"]) == draw
     for k in range(2):
         run_cfg = yaml.safe_load((runs / "lfvmr_psvlnet" / "train" / f"member_{k}" / "config.yaml").read_text())
-        assert Path(run_cfg["data"]["train_annotations"]) == runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json"
+        assert Path(run_cfg["data"]["train_annotations"]) == runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.json"
     # pseudo-labels come from the unlabelled train videos only
-    pseudo = json.loads((runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr.json").read_text())
+    pseudo = json.loads((runs / "lfvmr_psvlnet" / "pseudo" / "lfvmr_psvlnet.json").read_text())
     assert {p["vid"] for p in pseudo} <= {f"train_{i:04d}" for i in range(4)}
     assert load_demo_config(out / "demo_config.yaml") == load_demo_config(None, TINY)
     assert any("pseudo-labels" in m for m in messages)
@@ -212,9 +216,9 @@ def test_tag_row_equals_the_clip_baseline_cli(demo_run, tmp_path):
 
 
 def test_ray_engine_gives_the_same_table(demo_run, tmp_path):
-    """`make demo`'s path: a trained row's members as Ray tasks (one process each) give the
+    """`make demo`'s path: trained rows' members as Ray tasks (one process each) give the
     rows of the sequential run (same seeds, same per-member work). The world and features are
-    reused from the sequential run (same fingerprint), so only the fit runs again."""
+    reused from the sequential run (same fingerprint), so only the fits run again."""
     pytest.importorskip("ray")
     import shutil
 
@@ -230,13 +234,15 @@ def test_ray_engine_gives_the_same_table(demo_run, tmp_path):
     messages: list[str] = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        # one trained row (its 2 members: one round of Ray tasks on 2 cores) keeps this test short
-        ray_result = run_demo(par, load_demo_config(None, {**TINY, "plot_queries": 0, "methods": ["lfvmr_psvlnet"]}),
+        # two trained rows (the seed LFVMR's one member, lfvmr_psvlnet's two) keep this test short
+        ray_result = run_demo(par, load_demo_config(None, {**TINY, "plot_queries": 0,
+                                                           "methods": ["lfvmr", "lfvmr_psvlnet"]}),
                               progress=False, echo=messages.append, engine="ray")
     finally:
         ray.shutdown()
     assert any("reusing the videos and features" in m for m in messages)
-    assert any("2 member trainings of 1 run(s) as ray tasks" in m for m in messages)
+    assert any("3 member trainings of 2 run(s) as ray tasks" in m for m in messages)
     assert json.loads((par / "results.json").read_text())["engine"] == "ray"
-    assert [r["method"] for r in ray_result.rows] == ["lfvmr_psvlnet", "lfvmr_psvlnet_regression"]
-    assert ray_result.rows == [r for r in result.rows if r["method"].startswith("lfvmr_psvlnet")]
+    assert [r["method"] for r in ray_result.rows] == ["lfvmr", "lfvmr_attention", "lfvmr_psvlnet",
+                                                      "lfvmr_psvlnet_regression"]
+    assert ray_result.rows == [r for r in result.rows if r["method"].startswith("lfvmr")]

@@ -19,7 +19,7 @@ from zeroground.testing import make_tiny_clip
 from zeroground.features.extract import extract, find_videos, read_durations, ExtractError
 from zeroground.features.store import FeatureStore
 from zeroground.video.decode import decode_video
-from zeroground.testing import write_test_video
+from zeroground.testing import cut_video, lie_about_duration, scramble_video, write_test_video
 
 torch.set_num_threads(1)
 
@@ -186,6 +186,57 @@ def test_corrupt_video_is_skipped_and_named(tiny, videos, tmp_path):
     # rerun: the good ones are done, the broken one is still reported
     result = CliRunner().invoke(app, ["extract", str(mixed), "--encoder", str(tiny), "--out", str(out), "-q"])
     assert result.exit_code == 3 and "3 already done" in result.output
+
+
+@pytest.fixture(scope="module")
+def damaged_videos(tmp_path_factory):
+    """Two whole videos and five damaged ones: cut MKV / WebM / MP4, scrambled MP4, lying MKV."""
+    root = tmp_path_factory.mktemp("damaged")
+    src = tmp_path_factory.mktemp("src")
+    kw = dict(seconds=6.0, fps=10, size=(48, 64), gop=10)
+    write_test_video(root / "whole.mp4", **kw)
+    write_test_video(root / "whole2.mkv", **kw)
+    cut_video(write_test_video(src / "a.mkv", **kw), root / "cut_mkv.mkv", 0.5)
+    cut_video(write_test_video(src / "b.webm", codec="libvpx-vp9", **kw), root / "cut_webm.webm", 0.5)
+    cut_video(write_test_video(src / "c.mp4", container_options={"movflags": "faststart"}, **kw),
+              root / "cut_mp4.mp4", 0.75)
+    scramble_video(write_test_video(src / "d.mp4", **kw), root / "scrambled_mp4.mp4", 0.4, 0.6)
+    lie_about_duration(write_test_video(src / "e.mkv", **kw), root / "lying_mkv.mkv", 12.0)
+    return root
+
+
+DAMAGED_IDS = ["cut_mkv", "cut_mp4", "cut_webm", "lying_mkv", "scrambled_mp4"]
+
+
+def test_truncated_videos_are_reported_and_skipped_with_no_features(tiny, damaged_videos, tmp_path):
+    out = tmp_path / "d.h5"
+    result = CliRunner().invoke(app, ["extract", str(damaged_videos), "--encoder", str(tiny), "--out", str(out),
+                                      "--fps", "2", "-q"])
+    assert result.exit_code == 3, result.output
+    assert "2 video(s) extracted" in result.output and "5 skipped" in result.output
+    for vid in DAMAGED_IDS:
+        line = next(ln for ln in result.output.splitlines() if f"{vid}." in ln)
+        assert line.startswith("skipped") and "decoding stopped at" in line, line
+    with FeatureStore.open(out) as store:
+        assert store.video_ids == ["whole", "whole2"]
+    assert set(read_durations(out)) == {"whole", "whole2"}
+
+
+def test_allow_truncated_keeps_the_features_up_to_where_decoding_stopped(tiny, damaged_videos, tmp_path):
+    out = tmp_path / "t.h5"
+    result = CliRunner().invoke(app, ["extract", str(damaged_videos), "--encoder", str(tiny), "--out", str(out),
+                                      "--fps", "2", "--allow-truncated", "-q"])
+    assert result.exit_code == 0, result.output
+    durations = read_durations(out)
+    clip = load_clip(str(tiny))
+    with FeatureStore.open(out) as store:
+        assert sorted(store.video_ids) == sorted(DAMAGED_IDS + ["whole", "whole2"])
+        for vid in DAMAGED_IDS:
+            path = next(damaged_videos.glob(f"{vid}.*"))
+            d = decode_video(path, 2.0, allow_truncated=True)
+            assert d.truncated_at is not None and d.duration <= 6.0 and durations[vid] == pytest.approx(d.duration)
+            assert store[vid].shape[0] == len(d.frames) == max(1, int(np.floor(d.duration * 2 + 0.5)))
+            np.testing.assert_allclose(store[vid], clip.encode_images(d.frames), atol=1e-5)
 
 
 def test_extract_refuses_mixing_settings_and_clashing_ids(tiny, videos, tmp_path):

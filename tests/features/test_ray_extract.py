@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from zeroground.testing import make_tiny_clip
 from zeroground.features.extract import extract
 from zeroground.features.store import FeatureError, FeatureStore, write_features_h5
-from zeroground.testing import write_test_video
+from zeroground.testing import cut_video, write_test_video
 
-pytest.importorskip("ray.data")
+import ray.data  # noqa: E402,F401  (a test dependency: missing is a failure)
 
 from zeroground.cli import app  # noqa: E402
 from zeroground.features.ray_extract import ClipActor, RaySettings, decode_video_row, extract_ray  # noqa: E402
@@ -172,6 +172,51 @@ def test_interrupted_driver_resumes_without_redoing_finished_shards(
         extract_ray([twelve_videos], str(tiny), shards, fps=1.0, progress=False)
 
 
+_KILLED_DRIVER = """
+import os, signal, sys
+import zeroground.features.ray_extract as rx
+real_add, added = rx.H5FeatureWriter.add, [0]
+def add(self, *args, **kwargs):
+    added[0] += 1
+    if added[0] == 4:  # a video of the second shard: the driver dies mid-write
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_add(self, *args, **kwargs)
+rx.H5FeatureWriter.add = add
+rx.extract_ray([sys.argv[1]], sys.argv[2], sys.argv[3], fps=float(sys.argv[4]), batch_size=int(sys.argv[5]),
+               progress=False, settings=rx.RaySettings(num_cpus=2, actors=1, videos_per_block=3))
+"""
+
+
+def test_driver_killed_mid_shard_leaves_no_half_shard_and_resumes(ray_cluster, tiny, twelve_videos, reference, tmp_path):
+    """A real SIGKILL of the driver while it writes its second shard: the first shard is
+    complete, the second exists only as a temporary file; the rerun skips the first shard's
+    videos, clears the temporary file and ends with every video exactly once."""
+    import signal
+
+    shards = tmp_path / "shards"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_DRIVER, str(twelve_videos), str(tiny), str(shards),
+                             str(FPS), str(BATCH)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        try:  # the driver's local Ray processes (its session, started here) go with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    first = _shard_counts(shards)
+    assert len(first) in (2, 3) and all(n == 1 for n in first.values())  # one complete shard (3 videos, 2 if one was corrupt)
+    assert len(list(shards.glob(".shard-*.tmp"))) == 1  # the half-written one, under its temporary name
+    report = extract_ray([twelve_videos], str(tiny), shards, fps=FPS, batch_size=BATCH, progress=False)
+    assert sorted(report.already_done) == sorted(first)
+    assert _shard_counts(shards) == {f"v{i:02d}": 1 for i in range(11)}
+    assert not list(shards.glob(".*tmp"))
+    _assert_same_features(reference, shards)
+
+
 def test_shard_store_rereads_a_stale_index_and_refuses_duplicates(tmp_path):
     folder = tmp_path / "s"
     rng = np.random.default_rng(0)
@@ -200,3 +245,47 @@ def test_local_engine_never_imports_ray(tiny, twelve_videos, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_ray_decoding_is_the_same_truthful_decode(tiny, tmp_path):
+    """The Ray decode task reports a cut video as the single-process path does (the same
+    iter_video_frames), and keeps its genuine frames with allow_truncated."""
+    from zeroground.features.clip import load_clip
+    from zeroground.video.decode import TruncatedVideoError, decode_video
+
+    src = write_test_video(tmp_path / "whole.mkv", seconds=6.0, fps=10, size=(48, 64), gop=10)
+    cut = cut_video(src, tmp_path / "cut.mkv", 0.5)
+    spec = load_clip(str(tiny)).spec
+    row = decode_video_row({"path": str(cut), "vid": "cut"}, fps=FPS, batch_size=BATCH, spec=spec)
+    with pytest.raises(TruncatedVideoError) as info:
+        decode_video(cut, FPS)
+    assert row["error"] == str(info.value) and row["pixels"].shape[0] == 0
+    kept = decode_video_row({"path": str(cut), "vid": "cut"}, fps=FPS, batch_size=BATCH, spec=spec,
+                            allow_truncated=True)
+    d = decode_video(cut, FPS, allow_truncated=True)
+    assert kept["error"] == "" and kept["duration"] == pytest.approx(d.duration) and d.duration < 5.0
+    assert kept["pixels"].shape[0] == len(d.frames)
+
+
+def test_ray_shards_record_the_encoder_and_refuse_another(ray_cluster, tmp_path):
+    from zeroground.features.encoders import load_encoder
+    from zeroground.features.extract import ExtractError
+
+    enc = make_tiny_clip(tmp_path / "enc", seed=3)
+    fingerprint = load_encoder(str(enc)).fingerprint
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_test_video(tmp_path / "a" / "first.mp4", seconds=1.5, fps=8, size=(48, 64))
+    write_test_video(tmp_path / "b" / "second.mp4", seconds=1.5, fps=8, size=(48, 64), seed=1)
+    out = tmp_path / "merged.h5"
+    report = extract_ray([tmp_path / "a"], str(enc), out, fps=FPS, batch_size=BATCH, progress=False,
+                         settings=RaySettings(actors=1), merge=True)
+    assert report.extracted == ["first"]
+    with FeatureStore.open(out.with_name(out.name + ".shards")) as shards, FeatureStore.open(out) as merged:
+        assert shards.attrs["encoder_fingerprint"] == merged.attrs["encoder_fingerprint"] == fingerprint
+    make_tiny_clip(enc, seed=4)  # the same folder, retrained: only the weights tell
+    with pytest.raises(ExtractError, match="encoder_fingerprint"):
+        extract_ray([tmp_path / "b"], str(enc), out, fps=FPS, batch_size=BATCH, progress=False,
+                    settings=RaySettings(actors=1), merge=True)
+    with FeatureStore.open(out.with_name(out.name + ".shards")) as shards:
+        assert shards.video_ids == ["first"]  # nothing of the refused run was written

@@ -127,6 +127,86 @@ def test_grounder_encodes_once_and_caches_on_disk(tiny, video, tmp_path, monkeyp
     assert len(calls) == 2
 
 
+@pytest.fixture
+def encode_calls(monkeypatch):
+    """Every (encoder name, fps) the Grounder really encodes a video with."""
+    from zeroground.features import extract as extract_mod
+
+    calls = []
+    original = extract_mod.encode_video
+
+    def counting(encoder, path, fps, *args, **kwargs):
+        calls.append((encoder.name, fps))
+        return original(encoder, path, fps, *args, **kwargs)
+
+    monkeypatch.setattr(extract_mod, "encode_video", counting)
+    return calls
+
+
+def _direct(encoder_dir, video, fps):
+    """Features computed without the Grounder: decode, then the encoder's image features."""
+    from zeroground.video.decode import decode_video
+
+    return load_clip(str(encoder_dir)).encode_images(decode_video(video, fps).frames)
+
+
+def test_the_cache_misses_on_another_fps_and_another_encoder(tiny, video, tmp_path, encode_calls):
+    cache = tmp_path / "cache"
+    a = Grounder("training-free", str(tiny), fps=1.0, cache_dir=cache).encode(video)
+    b = Grounder("training-free", str(tiny), fps=2.0, cache_dir=cache).encode(video)
+    assert encode_calls == [(str(tiny), 1.0), (str(tiny), 2.0)]
+    assert a.features.shape[0] == 6 and b.features.shape[0] == 12
+    np.testing.assert_allclose(b.features, _direct(tiny, video, 2.0), atol=1e-6)
+    other = make_tiny_clip(tmp_path / "other_clip", seed=9)
+    c = Grounder("training-free", str(other), fps=1.0, cache_dir=cache).encode(video)
+    assert encode_calls[-1] == (str(other), 1.0) and len(encode_calls) == 3
+    np.testing.assert_allclose(c.features, _direct(other, video, 1.0), atol=1e-6)
+    # and each one hits its own entry afterwards
+    for enc, fps in ((tiny, 1.0), (tiny, 2.0), (other, 1.0)):
+        Grounder("training-free", str(enc), fps=fps, cache_dir=cache).encode(video)
+    assert len(encode_calls) == 3
+
+
+def test_the_cache_misses_on_a_retrained_encoder_folder_even_with_the_same_file_sizes_and_times(
+        video, tmp_path, encode_calls):
+    import os
+
+    folder = make_tiny_clip(tmp_path / "enc", seed=1)
+    stamps = {f.name: (f.stat().st_atime_ns, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir()}
+    cache = tmp_path / "cache"
+    before = Grounder("training-free", str(folder), cache_dir=cache).encode(video)
+    make_tiny_clip(folder, seed=2)  # retrained in place: same files, same sizes, new weights
+    for f in folder.iterdir():
+        atime, mtime, size = stamps[f.name]
+        assert f.stat().st_size == size
+        os.utime(f, ns=(atime, mtime))  # copied back with times preserved (cp -p, rsync -a)
+    after = Grounder("training-free", str(folder), cache_dir=cache).encode(video)
+    assert len(encode_calls) == 2
+    assert not np.allclose(before.features, after.features)
+    np.testing.assert_allclose(after.features, _direct(folder, video, 1.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "wrong_shape"])
+def test_a_corrupt_cache_entry_is_recomputed(tiny, video, tmp_path, encode_calls, damage):
+    cache = tmp_path / "cache"
+    first = Grounder("training-free", str(tiny), cache_dir=cache).encode(video)
+    (entry,) = cache.glob("*.npz")
+    data = entry.read_bytes()
+    if damage == "garbage":
+        entry.write_bytes(b"not a cache entry" * 10)
+    elif damage == "cut":
+        entry.write_bytes(data[: len(data) // 2])
+    else:
+        np.savez(entry, features=first.features[:-2], duration=np.float64(first.duration))
+    again = Grounder("training-free", str(tiny), cache_dir=cache).encode(video)
+    assert len(encode_calls) == 2
+    np.testing.assert_array_equal(again.features, first.features)
+    assert again.duration == first.duration
+    assert entry.read_bytes() == data  # rewritten whole
+    Grounder("training-free", str(tiny), cache_dir=cache).encode(video)
+    assert len(encode_calls) == 2
+
+
 def test_grounder_errors(tiny, video, tmp_path):
     g = Grounder("training-free", str(tiny), cache_dir=tmp_path)
     with pytest.raises(GroundError, match="empty query"):
@@ -181,6 +261,27 @@ def test_ground_with_a_clip_query_model_dir(tiny, video, tmp_path):
     q2 = load_clip(tiny).encode_texts(["someone takes a cup"])
     want2 = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q2).spans[0], 0, 1) * enc.duration
     np.testing.assert_allclose(sorted([later.start, later.end]), sorted(want2), atol=1e-4)
+    result = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir), "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == 0 and " model" in result.output, result.output
+
+
+def test_ground_with_a_seed_lfvmr_model_dir(tiny, video, tmp_path):
+    """The seed LFVMR network (architecture: lfvmr) grounds raw video through the same Grounder."""
+    from zeroground.model import predict_spans, save_model_dir
+    from zeroground.model.lfvmr import LFVMRConfig, LFVMRModel
+
+    torch.manual_seed(0)
+    cfg = LFVMRConfig(video_dim=64, clip_dim=64, num_segments=16, hidden=32, video_gru_hidden=16, heads=2,
+                      selector_dim=16, selector_ff=16, text_encoder=str(tiny))
+    model_dir = save_model_dir(tmp_path / "m", LFVMRModel(cfg), cfg)
+    g = Grounder(model_dir, None, cache_dir=tmp_path / "c")
+    assert g.encoder_name == str(tiny)
+    first = g.ground(video, "a person opens the door", top_k=1)[0]
+    enc = g.encode(video)
+    q = load_clip(tiny).encode_texts(["a person opens the door"])
+    want = np.clip(predict_spans(g._trained.model, cfg, None, enc.features, q).spans[0], 0, 1) * enc.duration
+    assert first.source == "model"
+    np.testing.assert_allclose(sorted([first.start, first.end]), sorted(want), atol=1e-4)
     result = CliRunner().invoke(app, ["ground", str(video), "the door", "--model", str(model_dir), "--cache-dir", str(tmp_path / "c")])
     assert result.exit_code == 0 and " model" in result.output, result.output
 

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from zeroground.cli import app
 from zeroground.testing import make_tiny_clip
+from zeroground.ground.grounder import GroundError
 from zeroground.ground.training_free import score_windows
 from zeroground.library.index import Library, LibraryError, add_features
 from zeroground.library.search import LOCALIZERS, Searcher, span_similarity
@@ -81,7 +82,7 @@ def test_long_query_note_empty_query_and_encoder_mismatch(tmp_path, small_librar
     res = s.search(" ".join(["door"] * 120), k=2)
     assert res.note and "truncated" in res.note
     assert s.search("someone opens the door", k=2).note is None
-    with pytest.raises(Exception, match="empty query"):
+    with pytest.raises(GroundError, match="empty query"):
         s.search("   ")
     other = make_tiny_clip(tmp_path / "other", proj_dim=16)
     with pytest.raises(LibraryError, match="encoder mismatch"):

@@ -1,4 +1,5 @@
-"""LFVMR: Lafite noise has the stated norm ratio; query selection; pseudo_label --method lfvmr."""
+"""LFVMR pseudo-labels: Lafite noise has the stated norm ratio; query selection; pseudo_label --method
+lfvmr_psvlnet (zeroground's variant: one vector per event) and --method lfvmr (the seed's: spans only)."""
 
 from __future__ import annotations
 
@@ -53,12 +54,12 @@ def _clip_like_store(folder: Path, fps: float | None = 1.0) -> dict[str, np.ndar
 def test_pseudo_label_lfvmr_writes_json_vectors_and_config(tmp_path: Path) -> None:
     feats = _clip_like_store(tmp_path / "feats")
     out = tmp_path / "pseudo.json"
-    pseudo_label("lfvmr", tmp_path / "feats", out, num_clusters=3)
+    pseudo_label("lfvmr_psvlnet", tmp_path / "feats", out, num_clusters=3)
     items = json.loads(out.read_text())
     vectors = load_pseudo_vectors(out, expected=len(items))
     assert vectors.shape == (len(items), 16) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert (tmp_path / "pseudo.config.yaml").read_text().startswith("method: lfvmr")
+    assert (tmp_path / "pseudo.config.yaml").read_text().startswith("method: lfvmr_psvlnet")
     for item, vec in zip(items, vectors):
         x = feats[item["vid"]]
         t = len(x)
@@ -76,7 +77,7 @@ def test_pseudo_label_lfvmr_separate_query_store(tmp_path: Path) -> None:
     for vid, t in (("a", 60), ("b", 50)):  # another rate and dim: proposals come from here
         np.save(tmp_path / "i3d" / f"{vid}.npy", rng.standard_normal((t, 24)).astype(np.float32))
     out = tmp_path / "p.json"
-    pseudo_label("lfvmr", tmp_path / "i3d", out, query_features=str(tmp_path / "clipfeats"), fps=2.0)
+    pseudo_label("lfvmr_psvlnet", tmp_path / "i3d", out, query_features=str(tmp_path / "clipfeats"), fps=2.0)
     assert load_pseudo_vectors(out).shape[1] == 16
 
 
@@ -98,13 +99,30 @@ def test_pseudo_label_errors(tmp_path: Path) -> None:
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr_psvlnet", "anet_psvl", "anet_lfvmr_psvlnet"])
+def test_pseudo_label_seed_lfvmr_writes_spans_only(tmp_path: Path) -> None:
+    """The seed's trainer draws its candidate frames from the spans: no vectors, same events as the variant."""
+    _clip_like_store(tmp_path / "feats")
+    pseudo_label("lfvmr", tmp_path / "feats", tmp_path / "seed.json", num_clusters=3)
+    pseudo_label("lfvmr_psvlnet", tmp_path / "feats", tmp_path / "variant.json", num_clusters=3)
+    seed = json.loads((tmp_path / "seed.json").read_text())
+    variant = json.loads((tmp_path / "variant.json").read_text())
+    assert not (tmp_path / "seed.npy").exists() and (tmp_path / "variant.npy").is_file()
+    assert [(x["vid"], x["timestamp"]) for x in seed] == [(x["vid"], x["timestamp"]) for x in variant]
+    assert all("tokens" not in x or not x["tokens"] for x in seed)
+
+
+@pytest.mark.parametrize("name", ["charades_psvl", "charades_lfvmr_psvlnet", "anet_psvl", "anet_lfvmr_psvlnet",
+                                  "charades_lfvmr"])
 def test_paper_recipes_train_with_their_query_side(name: str) -> None:
     from zeroground.train.loop import QUERY_NOISE
     from zeroground.train.recipe import load_recipe
 
     r = load_recipe(name).recipe
-    assert r.pseudo.method == name.split("_")[1]
+    assert r.pseudo.method == name.split("_", 1)[1]
     assert r.model.query_encoder == ("clip" if "lfvmr" in name else "tokens")
     if "lfvmr" in name:
         assert r.train.query_noise_level > 0 and callable(QUERY_NOISE[r.train.query_noise])  # the Lafite hook
+    if name == "charades_lfvmr":  # the seed's recipe: its network, its noise, its optimiser (the defaults)
+        assert r.model.architecture == "lfvmr" and (r.train.query_noise, r.train.query_noise_level) == ("gaussian", 0.04)
+        assert (r.train.lr, r.train.batch_size, r.train.epochs, r.train.seed) == (4e-4, 256, 500, 38)
+        assert (r.model.video_dim, r.model.clip_dim, r.model.num_candidates) == (1024, 512, 9)

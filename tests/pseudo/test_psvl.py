@@ -39,7 +39,6 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def corpus_stats() -> VerbStats:
-    pytest.importorskip("spacy")
     return compute_verb_stats(CORPUS)
 
 
@@ -195,7 +194,6 @@ def test_pseudo_label_psvl_tags_with_corpus_nouns_by_default(tmp_path: Path, cor
 
 
 def test_pseudo_label_psvl_with_detections_file_via_cli(tmp_path: Path) -> None:
-    pytest.importorskip("spacy")
     _store(tmp_path / "feats")
     dets = {"v": [[["cup", 0.9]]] * 5 + [[["door", 0.8], ["person", 0.6]]] * 5}  # 10 detection frames
     (tmp_path / "det.json").write_text(json.dumps(dets))

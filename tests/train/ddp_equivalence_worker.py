@@ -5,7 +5,10 @@ weights can be compared in one place. SGD, not Adam: Adam divides each gradient 
 own running magnitude, so on parameters whose exact gradient is zero (the conv biases in
 front of BatchNorm) it turns float32 rounding noise into full-size steps -- one process
 run with 1 vs 2 threads differs just as much. SGD shows what DDP itself changes.
-Usage: torchrun --nproc_per_node=2 tests/train/ddp_equivalence_worker.py CONFIG.yaml OUT.json
+With DTYPE ``float64`` both models and every input are float64: float32 rounding then no
+longer feeds the model's ReLU flips (see tests/train/test_ddp.py), and what is left is what
+DDP itself does -- the split, the loss scale, the cross-rank BatchNorm, the gradient average.
+Usage: torchrun --nproc_per_node=2 tests/train/ddp_equivalence_worker.py CONFIG.yaml OUT.json [DTYPE]
 """
 
 import copy
@@ -28,7 +31,8 @@ cfg = from_dict(TrainConfig, yaml.safe_load(open(sys.argv[1])))
 cfg, data, _ = prepare_training(cfg)
 ctx = init_distributed()
 torch.manual_seed(cfg.train.seed)
-single = GroundingModel(cfg.model)
+dtype = getattr(torch, sys.argv[3] if len(sys.argv) > 3 else "float32")
+single = GroundingModel(cfg.model).to(dtype)
 initial = copy.deepcopy(single.state_dict())
 net = copy.deepcopy(single)
 ddp = wrap_model(net, ctx)
@@ -43,6 +47,8 @@ for epoch in range(100):
     for step in range(n // B):
         idx = perm[step * B:(step + 1) * B]
         batch = make_batch(data, idx, cfg.model, np.random.default_rng(int(seeds[step])))
+        batch = type(batch)(batch.video_feats.to(dtype), batch.video_mask, batch.query, batch.start.to(dtype),
+                            batch.end.to(dtype), batch.guidance.to(dtype))
         out = single(batch.video_feats, batch.video_mask, batch.query)
         loss = grounding_loss(out, batch.start, batch.end, batch.guidance)["loss"]
         opt_single.zero_grad(), loss.backward(), opt_single.step()

@@ -163,3 +163,53 @@ def test_span_readout_is_honoured_by_predict_spans_and_evaluate(tmp_path: Path) 
     evaluate(tmp_path / "model", tmp_path / "feats", ann, tmp_path / "eval", format="psvl")
     records = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["pred"][0] for r in records], pred.spans * 12.0, atol=1e-4)
+
+
+def _reference_tiou(p, g) -> float:
+    """SPEC §5, as the reference computes it: on the spans as given, nothing clamped or reordered."""
+    inter = min(p[1], g[1]) - max(p[0], g[0])
+    union = max(p[1], g[1]) - min(p[0], g[0])
+    if union == 0:
+        return 1.0 if inter > 0 else 0.0
+    return max(0.0, inter) / union
+
+
+@pytest.mark.parametrize("span", [(0.8, 0.3), (0.45, 1.4), (1.2, 1.5)], ids=["start>end", "end>1", "both>1"])
+def test_evaluate_writes_spans_as_predicted_and_scores_them_as_the_reference(tmp_path: Path, span) -> None:
+    from zeroground.train.evaluate import evaluate
+
+    cfg = ModelConfig(video_dim=8, num_segments=8, vocab_size=7, embed_dim=8, query_gru_hidden=8,
+                      video_gru_hidden=8, hidden=8, fusion_layers=1, nonlocal_layers=1, nonlocal_heads=2,
+                      dropout=0.0)  # regression read-out: the head's (start, end) as they come
+    torch.manual_seed(0)
+    model = GroundingModel(cfg).eval()
+    head = model.loc_regressor_two_stage.MLP_reg[2]  # Linear(hidden, 2) before the final ReLU
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(span))
+    vocab = {"<PAD>": 0, "<UNK>": 1, "<S>": 2, "<E>": 3, "open": 4, "door": 5, "sit": 6}
+    save_model_dir(tmp_path / "model", model, cfg, vocab)
+    (tmp_path / "feats").mkdir()
+    rng = np.random.default_rng(0)
+    gts = [[0.1, 0.5], [0.4, 0.9], [0.0, 1.0], [0.5, 0.7], [0.9, 1.0]]
+    items = []
+    for i, gt in enumerate(gts):
+        np.save(tmp_path / "feats" / f"v{i}.npy", rng.standard_normal((12, 8)).astype(np.float32))
+        items.append({"vid": f"v{i}", "duration": 10.0 + i, "timestamp": gt, "tokens": ["open", "door"]})
+    ann = tmp_path / "test.json"
+    ann.write_text(json.dumps(items))
+    res = runner.invoke(app, ["evaluate", "-m", str(tmp_path / "model"), "-f", str(tmp_path / "feats"),
+                              "-a", str(ann), "-o", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    want = np.float32(span).astype(np.float64)  # the network's float32 output
+    for item, rec in zip(items, records):
+        np.testing.assert_allclose(rec["pred"], [want * item["duration"]], rtol=1e-12)  # not clamped or reordered
+    tious = [_reference_tiou(want, gt) for gt in gts]
+    if span[0] > span[1]:
+        assert tious == [0.0] * len(gts)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["mIoU"] == pytest.approx(np.mean(tious), abs=1e-9)
+    for m in (0.1, 0.3, 0.5, 0.7):
+        assert metrics[f"R1@{m}"] == pytest.approx(np.mean([t >= m for t in tious]), abs=1e-12)
+    assert evaluate(tmp_path / "model", tmp_path / "feats", ann, tmp_path / "eval2") == metrics

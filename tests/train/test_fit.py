@@ -31,8 +31,8 @@ CHANGES = ["train.epochs=12", "train.batch_size=8", "train.ensemble=2", "model.n
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    if not (shipped_tiny_clip() / "config.json").exists():
-        pytest.skip("shipped tiny CLIP missing (run `make tiny-clip`)")
+    # shipped in the package: missing is a failure, not a skip
+    assert (shipped_tiny_clip() / "config.json").exists(), "shipped tiny CLIP missing (run `make tiny-clip`)"
     out = tmp_path_factory.mktemp("world")
     make_world(out, "train", 20, seed=3, cfg=SMALL_WORLD)
     return out / "videos"
@@ -60,8 +60,8 @@ def uninterrupted(videos, tmp_path_factory) -> Path:
 
 def test_fit_writes_every_stage_and_a_model_ground_uses(uninterrupted, videos):
     out = uninterrupted
-    assert (out / "features.h5").is_file() and (out / "pseudo" / "lfvmr.json").is_file()
-    assert (out / "pseudo" / "lfvmr.npy").is_file()
+    assert (out / "features.h5").is_file() and (out / "pseudo" / "lfvmr_psvlnet.json").is_file()
+    assert (out / "pseudo" / "lfvmr_psvlnet.npy").is_file()
     assert sorted(p.name for p in (out / "train").glob("member_*")) == ["member_0", "member_1"]
     resolved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert resolved["recipe"] == "demo_lfvmr_psvlnet" and resolved["resolved"]["train"]["epochs"] == 12

@@ -90,3 +90,103 @@ def test_train_config_from_a_recipe():
         recipe_train_config("demo_psvl", {"data.video_features": "f.h5"})
     with pytest.raises(ConfigError, match="vidoe_features"):
         recipe_train_config("demo_lfvmr_psvlnet", {"data.vidoe_features": "f.h5"})
+
+
+# ---------------------------------------------------------------------------- shipped configs and paper specs
+
+SHIPPED_CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    assert {p.name for p in SHIPPED_CONFIGS} >= {"demo_default.yaml", "demo_quick.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_its_recipes_take_its_changes(path):
+    from zeroground.demo.pipeline import load_demo_config
+
+    setup = load_demo_config(path)
+    for row, recipe in setup.recipes.items():
+        loaded = load_recipe(recipe, setup.recipe_changes.get(row))
+        for dotted, value in (setup.recipe_changes.get(row) or {}).items():
+            node = to_dict(loaded.recipe)
+            for key in dotted.split("."):
+                node = node[key]
+            assert node == value, (path.name, row, dotted)
+    assert set(setup.recipe_changes) <= set(setup.recipes)
+
+
+def test_the_default_demo_config_is_the_built_in_default():
+    from zeroground.demo.pipeline import DemoSetup, default_config_path, load_demo_config
+
+    assert load_demo_config(default_config_path()) == DemoSetup() == load_demo_config(None)
+
+
+# PSVL's released Charades-STA model and training (../shared/psvl/SPEC.md §1-§4), written out
+# here rather than read from the library defaults the recipes rest on.
+PSVL_CHARADES_MODEL = {
+    "query_encoder": "tokens", "video_dim": 1024, "num_segments": 128, "max_query_len": 10, "vocab_size": 506,
+    "embed_dim": 300, "query_gru_hidden": 256, "video_gru_hidden": 256, "hidden": 256, "fusion_layers": 3,
+    "fusion_heads": 1, "conv_kernel": 3, "nonlocal_layers": 2, "nonlocal_heads": 4, "nonlocal_dropout": 0.0,
+    "dropout": 0.5, "word_vectors": None, "span_readout": "regression",
+}
+PSVL_TRAINING = {
+    "epochs": 500, "batch_size": 256, "drop_last": True, "lr": 4e-4, "betas": [0.9, 0.999], "weight_decay": 0.0,
+    "localization_loss_weight": 1.0, "seed": 38, "query_noise": "none", "word_dropout": 0.0,
+    "word_insertion": 0.0, "average_last_epochs": 0, "ensemble": 1, "bagging": False,
+}
+PSVL_PARAMETERS = 8_536_700  # SPEC: the 148 state-dict entries of the Charades checkpoint
+# ActivityNet: the same grounder and recipe on 500-d C3D (PCA) features (PSVL's ActivityNet loader).
+PAPER_MODELS = {
+    "charades_psvl": PSVL_CHARADES_MODEL,
+    "anet_psvl": {**PSVL_CHARADES_MODEL, "video_dim": 500},
+    # zeroground's LFVMR variant: PSVL's network and training; the query is one 512-d CLIP ViT-B/32
+    # vector (an image vector with Lafite noise in training, the sentence's text vector at test)
+    "charades_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "query_encoder": "clip", "clip_dim": 512,
+                               "text_encoder": "openai/clip-vit-base-patch32"},
+    "anet_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "video_dim": 500, "query_encoder": "clip", "clip_dim": 512,
+                           "text_encoder": "openai/clip-vit-base-patch32"},
+}
+# The seed LFVMR's Charades network (../shared/lfvmr/SPEC.md §4-§5: 4,273,283 parameters) and training (§7).
+PAPER_MODELS["charades_lfvmr"] = {
+    "architecture": "lfvmr", "video_dim": 1024, "clip_dim": 512, "num_segments": 128, "pe_positions": 256,
+    "video_gru_hidden": 256, "hidden": 256, "heads": 4, "cross_layers": 3, "self_layers": 2, "dropout": 0.5,
+    "pe_dropout": 0.1, "num_candidates": 9, "selector_dim": 128, "selector_layers": 2, "selector_heads": 2,
+    "selector_ff": 128, "selector_dropout": 0.1, "text_encoder": "openai/clip-vit-base-patch32",
+}
+PAPER_TRAINING = {
+    "charades_lfvmr": {**PSVL_TRAINING, "query_noise": "gaussian", "query_noise_level": 0.04},
+    "charades_psvl": PSVL_TRAINING,
+    "anet_psvl": PSVL_TRAINING,
+    "charades_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1},
+    "anet_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1},
+}
+
+
+def test_every_paper_recipe_is_checked():
+    assert {n for n in SHIPPED if n.startswith(("charades_", "anet_"))} == set(PAPER_MODELS) == set(PAPER_TRAINING)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_MODELS))
+def test_paper_recipes_equal_their_specs(name):
+    r = load_recipe(name).recipe
+    model, train = to_dict(r.model), to_dict(r.train)
+    assert {k: model[k] for k in PAPER_MODELS[name]} == PAPER_MODELS[name]
+    assert {k: train[k] for k in PAPER_TRAINING[name]} == PAPER_TRAINING[name]
+    assert r.pseudo.method == name.split("_", 1)[1]  # psvl, lfvmr (spans only), lfvmr_psvlnet (+ vectors)
+    if name == "charades_lfvmr":
+        from zeroground.model.lfvmr import LFVMRModel
+
+        assert sum(p.numel() for p in LFVMRModel(r.model).parameters()) == 4_273_283
+
+
+def test_the_psvl_paper_networks_have_the_checkpoint_s_size():
+    from zeroground.model import GroundingModel
+
+    def size(name):
+        return sum(p.numel() for p in GroundingModel(load_recipe(name).recipe.model).parameters())
+
+    assert size("charades_psvl") == PSVL_PARAMETERS
+    # 500-d input: the video GRU's input weights (3 gates x 256 x 2 directions per input dim) and the
+    # aggregation block after it (256 per input dim) shrink with it
+    assert PSVL_PARAMETERS - size("anet_psvl") == (1024 - 500) * (3 * 256 * 2 + 256)

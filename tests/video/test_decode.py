@@ -10,14 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zeroground.errors import ZerogroundError
 from zeroground.video.decode import (
+    TruncatedVideoError,
     VideoError,
     decode_video,
     iter_video_frames,
     probe_duration,
     sample_times,
 )
-from zeroground.testing import write_test_video
+from zeroground.testing import cut_video, lie_about_duration, scramble_video, write_test_video
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,84 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
             out.mux(packet)
     with pytest.raises(VideoError, match="no video stream in .*sound.wav"):
         decode_video(path)
+
+
+# ---------------------------------------------------------------------------- truncated and damaged videos
+
+NATIVE_FPS = 10
+
+
+def _genuine_frames(path):
+    """Frames plain single-threaded PyAV decodes before the first error or the first missing
+    frame, and the time the last of them leaves the screen (independent of decode_video)."""
+    frames, times = [], []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        try:
+            for f in c.decode(s):
+                t = float(f.pts * s.time_base)
+                if times and t - times[-1] > 1.5 / NATIVE_FPS:
+                    break  # a stretch of frames is missing: decoding stops at the last good one
+                frames.append(f.to_ndarray(format="rgb24"))
+                times.append(t)
+        except av.error.FFmpegError:
+            pass
+    return np.stack(frames), np.array(times), times[-1] + 1 / NATIVE_FPS
+
+
+def _source(tmp_path, name, **kw):
+    codec = {"mkv": "libx264", "webm": "libvpx-vp9", "mp4": "libx264"}[name.rsplit(".", 1)[1]]
+    return write_test_video(tmp_path / name, seconds=6.0, fps=NATIVE_FPS, size=(64, 64), gop=10, codec=codec, **kw)
+
+
+DAMAGED = {
+    "cut.mkv": lambda src, out: cut_video(src, out, 0.5),
+    "cut.webm": lambda src, out: cut_video(src, out, 0.5),
+    "cut.mp4": lambda src, out: cut_video(src, out, 0.75),  # faststart: the index comes first, so it opens
+    "scrambled.mkv": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "scrambled.webm": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "scrambled.mp4": lambda src, out: scramble_video(src, out, 0.4, 0.6),
+    "lying.mkv": lambda src, out: lie_about_duration(src, out, 12.0),
+}
+
+
+@pytest.fixture(params=sorted(DAMAGED))
+def damaged(request, tmp_path):
+    name = request.param
+    opts = {"container_options": {"movflags": "faststart"}} if name == "cut.mp4" else {}
+    src = _source(tmp_path, "src." + name.rsplit(".", 1)[1], **opts)
+    return DAMAGED[name](src, tmp_path / name)
+
+
+def test_a_damaged_video_is_an_error_naming_the_file_and_where_decoding_stopped(damaged):
+    _, _, end = _genuine_frames(damaged)
+    declared = 12.0 if damaged.name == "lying.mkv" else 6.0
+    assert end < declared - 1.0  # the damage is real: a second or more is gone
+    with pytest.raises(TruncatedVideoError) as info:
+        decode_video(damaged, 2.0)
+    err = info.value
+    assert isinstance(err, ZerogroundError)
+    assert err.stopped_at == pytest.approx(end, abs=1e-6) and err.declared == pytest.approx(declared, abs=0.05)
+    assert str(damaged) in str(err) and f"stopped at {end:.2f} s" in str(err)
+    with pytest.raises(TruncatedVideoError):  # streaming stops the same way
+        list(iter_video_frames(damaged, 2.0))
+
+
+@pytest.mark.parametrize("fps", [2.0, 3.0, 10.0])
+def test_allow_truncated_gives_the_genuine_frames_up_to_that_point_and_the_real_duration(damaged, fps):
+    frames, times, end = _genuine_frames(damaged)
+    d = decode_video(damaged, fps, allow_truncated=True)
+    assert d.duration == pytest.approx(end, abs=1e-6) and d.truncated_at == pytest.approx(end, abs=1e-6)
+    idx = _expected_indices(times, end, fps)
+    assert len(d.frames) == len(idx) == max(1, math.floor(end * fps + 0.5))
+    np.testing.assert_allclose(d.timestamps, times[idx], atol=1e-9)
+    np.testing.assert_array_equal(d.frames, frames[idx])
+    assert (np.asarray(d.timestamps) < end).all()  # no frame stands for a time after decoding stopped
+
+
+@pytest.mark.parametrize("name", ["a.mkv", "b.webm", "c.mp4"])
+def test_whole_videos_are_not_flagged(tmp_path, name):
+    path = _source(tmp_path, name)
+    for fps in (0.5, 1.0, 2.0, 3.0, 10.0):
+        d = decode_video(path, fps)
+        assert d.truncated_at is None and d.duration == pytest.approx(6.0, abs=0.11)

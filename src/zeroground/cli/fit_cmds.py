@@ -28,8 +28,7 @@ def fit_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Change one recipe field, e.g. --set train.epochs=5 (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     engine: str = typer.Option("local", "--engine", help=(
-        "How the members train: local (one after the other in this process) or ray (side by side as Ray tasks, "
-        "one process per member with train.num_threads threads; same models).")),
+        "local (one process) or ray: extraction (Ray Data), pseudo-labels and member trainings as Ray tasks.")),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
     """Unlabeled videos → extract → pseudo-label → train (members, bagging) → ensemble → OUT/model.
@@ -40,8 +39,7 @@ def fit_cmd(
     from zeroground.train.fit import fit
 
     result = fit(videos or [], recipe, encoder, out, features=features, corpus=corpus, annotations=annotations,
-                 overrides=parse_overrides(set_), progress=not quiet, echo=typer.echo, engine=engine,
-                 address=address)
+                 overrides=parse_overrides(set_), progress=not quiet, echo=typer.echo, engine=engine, address=address)
     typer.echo(f"model: {result.model}")
     typer.echo(f"try: zeroground ground VIDEO \"a sentence\" --model {result.model}")
 

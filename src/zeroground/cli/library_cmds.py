@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
 from zeroground.cli.app import app
 
-EXIT_BAD_INPUT = 2
 EXIT_SKIPPED = 3
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """ZerogroundError -> one line on stderr, exit 2 (until the CLI's single handler lands)."""
-    from zeroground.errors import ZerogroundError
-
-    try:
-        yield
-    except ZerogroundError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @app.command("index")
@@ -39,8 +25,7 @@ def index(
     """Index videos into a searchable library (resumable; rerun to add more videos)."""
     from zeroground.library.index import index_videos
 
-    with user_errors():
-        rep = index_videos(inputs or [], out, encoder, fps=fps, device=device, batch_size=batch_size, progress=not quiet)
+    rep = index_videos(inputs or [], out, encoder, fps=fps, device=device, batch_size=batch_size, progress=not quiet)
     typer.echo(f"{out}: {len(rep.added)} video(s) added, {len(rep.already)} already indexed, {len(rep.failed)} skipped; "
                f"{rep.frames} frame vectors{' (+ FAISS index)' if rep.faiss else ''}, {rep.seconds:.1f} s")
     if rep.failed:
@@ -62,9 +47,8 @@ def search(
     """Find the best moments for QUERY across every video of LIBRARY."""
     from zeroground.library.search import Searcher
 
-    with user_errors():
-        searcher = Searcher(library, model, encoder=encoder, localizer=localizer)
-        res = searcher.search(query, k, per_video=per_video)
+    searcher = Searcher(library, model, encoder=encoder, localizer=localizer)
+    res = searcher.search(query, k, per_video=per_video)
     if res.note:
         typer.secho(f"note: {res.note}", fg=typer.colors.YELLOW, err=True)
     from rich.console import Console

@@ -33,6 +33,22 @@ def import_psvl_cmd(
     typer.echo(f"wrote model directory {path}")
 
 
+@app.command("import-lfvmr")
+def import_lfvmr_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint of the seed LFVMR code (.pth, a torch.save'd state dict)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
+    video_dim: Optional[int] = typer.Option(None, "--video-dim", help="Video feature dimension you will use (checked)."),
+    clip_dim: Optional[int] = typer.Option(None, "--clip-dim", help="Query vector dimension you will use (checked)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=(
+        "CLIP model (path or hub id) that embeds test sentences, recorded in the model directory.")),
+) -> None:
+    """Convert a checkpoint of the seed LFVMR code into a zeroground model directory (architecture: lfvmr)."""
+    from zeroground.model.model_dir import import_lfvmr
+
+    path = import_lfvmr(checkpoint, out, video_dim=video_dim, clip_dim=clip_dim, text_encoder=encoder)
+    typer.echo(f"wrote model directory {path}")
+
+
 @app.command("train")
 def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=(
@@ -50,8 +66,12 @@ def train_cmd(
     ddp: bool = typer.Option(False, "--ddp", help=(
         "Data-parallel over the ranks of a torchrun launch: torchrun --nproc_per_node=N -m zeroground train --ddp ... "
         "(global batch train.batch_size split over ranks; rank 0 writes the files).")),
-    engine: str = typer.Option("local", "--engine", help=(
-        "train.ensemble members: local (one after the other) or ray (side by side as Ray tasks, one process each).")),
+    sweep: Optional[Path] = typer.Option(None, "--sweep", help=(
+        "YAML list of override mappings, one training each (OUT/<name>, default run<i>), e.g. "
+        "[{name: lr1, train.lr: 0.001}, {name: seed2, train.seed: 2}]; results in OUT/sweep.json. Runs on Ray by default.")),
+    engine: Optional[str] = typer.Option(None, "--engine", help=(
+        "local (one training after another) or ray (ensemble/bagged members or sweep runs as Ray tasks, one process "
+        "each with train.num_threads threads). Default: ray with --sweep, else local.")),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
     """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
@@ -77,17 +97,25 @@ def train_cmd(
             cfg = recipe_train_config(recipe, overrides)
         else:
             cfg = load_train_config(config, overrides)
+    engine = engine or ("ray" if sweep is not None else "local")
+    if engine not in ("local", "ray"):
+        raise CommandLineError(f"unknown --engine {engine!r}; choose local or ray")
+    if address and engine != "ray":
+        raise CommandLineError("--address belongs to --engine ray")
+    if ddp and (sweep is not None or engine == "ray"):
+        raise CommandLineError("--ddp trains one model over torchrun's ranks; it does not combine with --sweep or --engine ray")
+    if sweep is not None:
+        _train_sweep(cfg, sweep, out, engine=engine, address=address, resume=resume is not None)
+        return
     ctx = None
-    if ddp and engine != "local":
-        raise CommandLineError("--ddp trains one model over torchrun's ranks; --engine belongs to ensembles without it")
     if ddp:
         from zeroground.train.ddp import init_distributed
 
         ctx = init_distributed()
     try:
         if ctx is None:
-            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet, engine=engine,
-                                       address=address)
+            model_dir = train_ensemble(cfg, out, resume=resume is not None, progress=not quiet and engine == "local",
+                                       engine=engine, address=address)
         else:  # one model, data-parallel over the ranks
             from zeroground.train.loop import train
 
@@ -101,6 +129,24 @@ def train_cmd(
         typer.echo(f"model written to {model_dir}")
 
 
+def _train_sweep(cfg, sweep: Path, out: Path, *, engine: str, address: Optional[str], resume: bool) -> None:
+    from zeroground.config import save_config, to_dict
+    from zeroground.train.parallel import SWEEP_FILE, load_sweep, run_sweep
+
+    items = load_sweep(sweep)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")  # the sweep's base: `--resume OUT --sweep S.yaml` reads it back
+    rows = run_sweep(to_dict(cfg), items, out, engine=engine, address=address, resume=resume)
+    keys = [k for k in rows[0] if k not in ("name", "overrides", "model", "epoch", "seconds", "samples_per_s")]
+    width = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'run':<{width}}  " + "  ".join(f"{k:>12}" for k in keys) + "  overrides")
+    for r in rows:
+        cells = "  ".join(f"{r[k]:>12.4f}" if isinstance(r.get(k), float) else f"{str(r.get(k, '')):>12}" for k in keys)
+        typer.echo(f"{r['name']:<{width}}  {cells}  {r['overrides']}")
+    typer.echo(f"wrote {out / SWEEP_FILE} ({len(rows)} runs)")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="Model directory (import-psvl or train output)."),
@@ -109,16 +155,21 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory for predictions.jsonl and metrics.json."),
     format: str = typer.Option("auto", "--format", help="Annotation format: auto, psvl, charades_sta, activitynet."),
     durations: Optional[Path] = typer.Option(None, "--durations", help="Video durations (Charades-STA text files)."),
-    text_encoder: Optional[str] = typer.Option(None, "--text-encoder", help=(
-        "CLIP model (path or cached name) to embed sentences for clip-query models; "
+    text_encoder: Optional[str] = typer.Option(None, "--encoder", "--text-encoder", help=(
+        "CLIP-query models: the encoder (path or hub id) that embeds the sentences; "
         "default: the one recorded in the model directory.")),
+    query_vectors: Optional[Path] = typer.Option(None, "--query-vectors", help=(
+        "CLIP-query models: precomputed text vectors TEXT.npy [N, Dc], one row per query in annotation order "
+        "(the seed LFVMR's test-time input), instead of --encoder.")),
     batch_size: int = typer.Option(256, "--batch-size"),
 ) -> None:
     """Ground every test query; write predictions (seconds) and metrics, print the table."""
     from zeroground.train.evaluate import evaluate
 
+    if query_vectors is not None and text_encoder is not None:
+        raise CommandLineError("give --query-vectors or --encoder, not both")
     metrics = evaluate(model, features, annotations, out, format=format, durations=durations,
-                       text_encoder=text_encoder, batch_size=batch_size, progress=True)
+                       text_encoder=text_encoder, batch_size=batch_size, progress=True, query_vectors=query_vectors)
     try:
         from zeroground.cli.data_cmds import print_metrics_table
 

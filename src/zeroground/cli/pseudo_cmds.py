@@ -13,7 +13,7 @@ import typer
 
 from zeroground.cli.app import CommandLineError, app
 
-_METHODS = "psvl, lfvmr"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
+_METHODS = "psvl, lfvmr, lfvmr_psvlnet"  # keys of zeroground.pseudo.PSEUDO_LABELERS (kept literal so --help stays instant)
 
 
 
@@ -38,6 +38,8 @@ def pseudo_label(
     selection: Optional[str] = typer.Option(None, "--selection", help="LFVMR query rule: medoid (default), mean, center, random."),
     verb_source: Optional[str] = typer.Option(None, "--verb-source", help="PSVL verbs: corpus (default, the paper) or clip (corpus candidates ranked by CLIP on the event's frames; needs --clip)."),
     keep_events: Optional[int] = typer.Option(None, "--keep-events", help="PSVL with --verb-source clip: keep this many pseudo-events per video, those with the most CLIP action evidence (default 0 = all, the paper)."),
+    engine: str = typer.Option("local", "--engine", help="local (one process) or ray (the per-video work as Ray tasks; the same output)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: start a local one on all cores)."),
 ) -> None:
     """Turn unlabeled videos into pseudo training pairs (PSVL bags of words or LFVMR CLIP vectors).
 
@@ -55,12 +57,12 @@ def pseudo_label(
 
         cfg = load_recipe(recipe).recipe.pseudo
     if method is None and cfg is None:
-        raise CommandLineError("give --method (psvl or lfvmr), or a --config or --recipe that names one")
+        raise CommandLineError(f"give --method ({_METHODS}), or a --config or --recipe that names one")
     resolved = run(method or cfg.method, features, out, config=cfg, progress=True, fps=fps, seed=seed,
                    detections=detections, clip=clip, corpus=corpus, query_features=query_features,
                    num_clusters=num_clusters, min_len=min_len, max_len=max_len,
                    max_proposals=max_proposals, queries_per_event=queries_per_event, selection=selection,
-                   verb_source=verb_source, keep_events=keep_events)
+                   verb_source=verb_source, keep_events=keep_events, engine=engine, ray_address=address)
     typer.echo(f"wrote {out} ({resolved.method}); config: {Path(out).with_name(Path(out).stem + '.config.yaml')}")
 
 

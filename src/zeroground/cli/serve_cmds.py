@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from zeroground.cli.app import app
-from zeroground.cli.library_cmds import user_errors
 
 
 @app.command("serve")
@@ -29,11 +28,10 @@ def serve(
     from zeroground.library.search import Searcher
     from zeroground.serve import Limits, ServeState, check_bind, create_app
 
-    with user_errors():
-        check_bind(host, auth_token)
-        searcher = Searcher(library, model, encoder=encoder)
-        state = ServeState(searcher, upload_dir or Path(library) / "uploads",
-                           Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, decode_timeout_s=decode_timeout))
-        web = create_app(state, auth_token=auth_token)
+    check_bind(host, auth_token)
+    searcher = Searcher(library, model, encoder=encoder)
+    state = ServeState(searcher, upload_dir or Path(library) / "uploads",
+                       Limits(max_upload_bytes=max_upload_mb * 1024 * 1024, decode_timeout_s=decode_timeout))
+    web = create_app(state, auth_token=auth_token)
     typer.echo(f"zeroground: {len(searcher.library)} videos; open http://{host}:{port}/ui/")
     uvicorn.run(web, host=host, port=port, log_level="warning")

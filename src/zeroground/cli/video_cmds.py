@@ -43,13 +43,15 @@ def extract(
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: start a local one on all cores)."),
     actors: Optional[int] = typer.Option(None, "--actors", help="--engine ray: CLIP actors (default: 1 per GPU, else CPUs/2)."),
     merge: bool = typer.Option(False, "--merge", help="--engine ray: also merge the shards into one HDF5 file (--out X.h5; shards kept in X.h5.shards/)."),
+    allow_truncated: bool = typer.Option(False, "--allow-truncated", help="Keep a video whose decoding stops before its declared end (cut, damaged, a duration that lies): features up to that point, with its real duration. Default: report and skip it."),
 ) -> None:
     """Extract L2-normalised frame features (CLIP, SigLIP, SigLIP 2) of videos into one HDF5 file (or, with --engine ray, a folder of shards).
 
     One dataset per video id (the file stem) with a 'duration' attribute; root
     attributes fps, encoder, dim. Resumable: rerun the same command after a kill
-    and finished videos are skipped. Corrupt or unreadable videos are reported
-    and skipped; the exit code is then 3.
+    and finished videos are skipped. Corrupt, unreadable or truncated videos
+    (decoding stops before the declared end) are reported and skipped, no
+    features written for them; the exit code is then 3.
     """
     from zeroground.features.extract import ExtractError, extract as run_extract
 
@@ -58,13 +60,13 @@ def extract(
 
         report = extract_ray(inputs, encoder, out, fps=fps, device=device, batch_size=batch_size,
                              settings=RaySettings(address=address, actors=actors), merge=merge,
-                             progress=not quiet)
+                             progress=not quiet, allow_truncated=allow_truncated)
     elif engine == "local":
         if address or actors or merge:
             raise ExtractError("--address, --actors and --merge belong to --engine ray")
         report = run_extract(
             inputs, encoder, out, fps=fps, device=device, dtype=dtype, batch_size=batch_size, progress=not quiet,
-            decode_workers=workers,
+            decode_workers=workers, allow_truncated=allow_truncated,
         )
     else:
         raise ExtractError(f"unknown --engine {engine!r}; choose local or ray")

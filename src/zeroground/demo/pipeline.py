@@ -38,7 +38,7 @@ from zeroground.errors import ZerogroundError
 METRIC_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
 BASELINES = ("random", "prior", "clip_training_free", "tfvtg", "tag")
 TRAINING_FREE = ("tfvtg", "tag")  # the published training-free rules (zeroground.ground.tfvtg / .tag)
-TRAINED = ("psvl", "lfvmr_psvlnet", "supervised")
+TRAINED = ("psvl", "lfvmr", "lfvmr_psvlnet", "supervised")
 
 
 class DemoError(ZerogroundError, RuntimeError):
@@ -50,7 +50,8 @@ def shipped_tiny_clip() -> Path:
     return Path(__file__).resolve().parents[1] / "assets" / "tiny_clip"
 
 
-DEFAULT_RECIPES = {"psvl": "demo_psvl", "lfvmr_psvlnet": "demo_lfvmr_psvlnet", "supervised": "demo_supervised"}
+DEFAULT_RECIPES = {"psvl": "demo_psvl", "lfvmr": "demo_lfvmr", "lfvmr_psvlnet": "demo_lfvmr_psvlnet",
+                   "supervised": "demo_supervised"}
 
 
 @dataclass
@@ -380,7 +381,8 @@ def plot_timelines(path: Path, plans, moments, records: dict[str, list], methods
     by_video = {p.video: p for p in plans}
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(moments), size=min(n_queries, len(moments)), replace=False).tolist())
-    colours = {"clip_training_free": "tab:gray", "tfvtg": "tab:purple", "tag": "tab:brown", "psvl": "tab:blue", "lfvmr_psvlnet": "tab:orange", "supervised": "tab:green"}
+    colours = {"clip_training_free": "tab:gray", "tfvtg": "tab:pink", "tag": "tab:brown", "psvl": "tab:blue",
+               "lfvmr": "tab:purple", "lfvmr_psvlnet": "tab:orange", "supervised": "tab:green"}
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), squeeze=False)
     for ax, qi in zip(axes[:, 0], picks):
         m = moments[qi]

@@ -102,7 +102,8 @@ def _batched(it: Iterator, n: int) -> Iterator[list]:
 
 
 def _produce(
-    paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event, prep: Callable | None
+    paths: "queue.Queue", fps: float, batch_size: int, q: "queue.Queue", stop: threading.Event, prep: Callable | None,
+    allow_truncated: bool = False,
 ) -> None:
     """Background decoder: puts ("batch", vid, frames) / ("done", vid, duration) / ("error", path, msg).
 
@@ -118,7 +119,7 @@ def _produce(
             break
         info: dict = {}
         try:
-            for batch in _batched(iter_video_frames(path, fps, info=info), batch_size):
+            for batch in _batched(iter_video_frames(path, fps, info=info, allow_truncated=allow_truncated), batch_size):
                 frames = np.stack([f for f, _ in batch])  # [B, H, W, 3] uint8
                 q.put(("batch", path.stem, frames if prep is None else prep(frames)))
                 if stop.is_set():
@@ -147,6 +148,7 @@ def extract(
     progress: bool = True,
     on_video_done: Callable[[str], None] | None = None,
     decode_workers: int | None = None,
+    allow_truncated: bool = False,
 ) -> ExtractReport:
     """Extract CLIP features of every video in ``inputs`` into the HDF5 file ``out``.
 
@@ -160,6 +162,9 @@ def extract(
     ``on_video_done`` is called after each video is safely on disk.
     ``decode_workers`` videos are decoded at once (default
     :func:`default_decode_workers`); batches of one video stay in order.
+    A video whose decoding stops before its declared end (cut, damaged, a duration that
+    lies) is reported and skipped, no features written for it; with ``allow_truncated``
+    its features up to that point are written with its real duration.
     """
     import time
 
@@ -194,7 +199,8 @@ def extract(
             clip = loaded if loaded is not None else load_encoder(encoder, device=device, dtype=dtype)
             _record_encoder(fh, clip, out)
             workers = default_decode_workers() if decode_workers is None else decode_workers
-            _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers)
+            _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers,
+                 allow_truncated)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -223,7 +229,8 @@ def _read_durations(fh) -> dict[str, float]:
     return durations
 
 
-def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers) -> None:
+def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, on_video_done, workers,
+         allow_truncated: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     q: "queue.Queue" = queue.Queue(maxsize=workers + 1)  # bounded: decoded frames are big
@@ -237,7 +244,7 @@ def _run(todo, clip, writer, fh, durations, fps, batch_size, progress, report, o
         # the model's device does it faster, so full frames travel.
         prep = functools.partial(clip.preprocess, device="cpu")
     producers = [
-        threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop, prep), daemon=True)
+        threading.Thread(target=_produce, args=(paths, fps, batch_size, q, stop, prep, allow_truncated), daemon=True)
         for _ in range(max(1, min(workers, len(todo))))
     ]
     for t in producers:

@@ -96,7 +96,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 # ----------------------------------------------------------------------------- stage functions
 
 
-def decode_video_row(row: dict[str, Any], fps: float, batch_size: int, spec) -> dict[str, Any]:
+def decode_video_row(row: dict[str, Any], fps: float, batch_size: int, spec,
+                     allow_truncated: bool = False) -> dict[str, Any]:
     """Ray task: one video path -> CLIP pixel values ``[T, 3, h, w]`` float32 (or an error)."""
     import torch
 
@@ -109,7 +110,7 @@ def decode_video_row(row: dict[str, Any], fps: float, batch_size: int, spec) -> 
     chunks = []
     error = ""
     try:
-        for batch in _batched(iter_video_frames(path, fps, info=info), batch_size):
+        for batch in _batched(iter_video_frames(path, fps, info=info, allow_truncated=allow_truncated), batch_size):
             frames = np.stack([f for f, _ in batch])  # [B, H, W, 3] uint8
             chunks.append(preprocess_frames(frames, spec=spec, device="cpu").numpy())  # [B, 3, h, w]
         pixels = np.concatenate(chunks, axis=0)
@@ -188,13 +189,16 @@ def extract_ray(
     actor_cls: type = ClipActor,
     decode_fn: Callable[..., dict[str, Any]] = decode_video_row,
     on_shard_written: Callable[[str, list[str]], None] | None = None,
+    allow_truncated: bool = False,
 ) -> ExtractReport:
     """Extract CLIP features of every video in ``inputs`` on Ray into a folder of shards.
 
     ``out`` is the shard folder; with ``merge`` it is the ``.h5`` file to write and the
     shards live in ``<out>.shards/`` beside it (kept: a rerun resumes from them).
-    Corrupt videos are reported in ``ExtractReport.failed`` and skipped, as in
-    :func:`zeroground.features.extract.extract`. ``actor_cls``/``decode_fn`` replace the
+    Corrupt and truncated videos are reported in ``ExtractReport.failed`` and skipped (or,
+    with ``allow_truncated``, kept up to where decoding stopped), as in
+    :func:`zeroground.features.extract.extract`: both decode with
+    :func:`zeroground.video.decode.iter_video_frames`. ``actor_cls``/``decode_fn`` replace the
     stage functions (tests inject faults through them); ``on_shard_written(name, vids)``
     is called after each shard is on disk.
     """
@@ -240,11 +244,19 @@ def extract_ray(
         dims = {int(a["dim"]) for _, a in shards.values() if "dim" in a}
         if dims and dims != {clip.dim}:
             raise ExtractError(f"{folder}: holds {dims.pop()}-d features; encoder {encoder!r} gives {clip.dim}-d")
-        attrs["dim"] = clip.dim
+        # the encoder's identity (weights fingerprint, revision, type), refused when another made the shards
+        identity = {k: v for k, v in clip.metadata.items() if k != "encoder"}
+        for name, (_, shard_attrs) in shards.items():
+            for key, value in identity.items():
+                if key in shard_attrs and str(shard_attrs[key]) != str(value):
+                    raise ExtractError(
+                        f"{folder / name}: holds features with {key} {shard_attrs[key]!r}; encoder {encoder!r} has "
+                        f"{value!r}. Write another encoder's features to another folder")
+        attrs.update(identity)
         started = init_ray(settings.address, settings.num_cpus)
         try:
             _run_pipeline(todo, clip, encoder, folder, attrs, fps, device, batch_size, settings, report,
-                          index, done, progress, actor_cls, decode_fn, on_shard_written)
+                          index, done, progress, actor_cls, decode_fn, on_shard_written, allow_truncated)
         finally:
             report.encode_seconds = time.perf_counter() - t0
             write_shard_index(folder, index, attrs)
@@ -261,7 +273,7 @@ def extract_ray(
 
 
 def _run_pipeline(todo, clip, encoder, folder, attrs, fps, device, batch_size, settings, report, index, done,
-                  progress, actor_cls, decode_fn, on_shard_written) -> None:
+                  progress, actor_cls, decode_fn, on_shard_written, allow_truncated: bool = False) -> None:
     import ray
     import ray.data
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -273,7 +285,10 @@ def _run_pipeline(todo, clip, encoder, folder, attrs, fps, device, batch_size, s
     per_block = max(1, settings.videos_per_block)
     items = [{"path": str(p), "vid": p.stem} for p in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_block)))
-    ds = ds.map(decode_fn, fn_kwargs={"fps": fps, "batch_size": batch_size, "spec": clip.spec},
+    fn_kwargs = {"fps": fps, "batch_size": batch_size, "spec": clip.spec}
+    if allow_truncated:  # only when asked, so a replacement decode_fn needs no such parameter
+        fn_kwargs["allow_truncated"] = True
+    ds = ds.map(decode_fn, fn_kwargs=fn_kwargs,
                 num_cpus=1, max_retries=MAX_RETRIES)
     ds = ds.map_batches(
         actor_cls,
@@ -328,7 +343,8 @@ def merge_shards(folder: str | Path, out: str | Path) -> Path:
 
     out = Path(out)
     with FeatureStore.open(folder) as store:
-        attrs = {k: store.attrs[k] for k in ("fps", "encoder", "dim") if k in store.attrs}
+        keys = ("fps", "encoder", "dim", "encoder_revision", "encoder_type", "encoder_fingerprint")
+        attrs = {k: store.attrs[k] for k in keys if k in store.attrs}
         with atomic_path(out) as tmp:
             with H5FeatureWriter(tmp, attrs=attrs) as writer:
                 for vid in store.video_ids:

@@ -7,8 +7,11 @@ The object behind ``zeroground ground`` and the web demo. Encoding a video
   only embed the sentence and score windows;
 * on disk (``cache_dir``, default ``$ZEROGROUND_CACHE`` or
   ``~/.cache/zeroground/features``), keyed by the SHA-256 of the file content,
-  the encoder and the fps, so a renamed copy of a video hits the cache and an
-  edited one misses it.
+  the encoder (its name, folder files and weights fingerprint, so a retrained
+  folder misses even with the same file sizes and times) and the fps, so a renamed
+  copy of a video hits the cache and an edited one misses it. An entry that cannot
+  be read or does not fit (shape, dimension, frame count for its duration) is
+  recomputed and overwritten.
 
 Models: ``"training-free"`` (the CLIP windows baseline, :mod:`.training_free`),
 ``"training-free:<rule>"`` for any rule of ``TRAINING_FREE_METHODS`` (``windows``,
@@ -152,7 +155,25 @@ class Grounder:
     # ------------------------------------------------------------------ videos
     def _cache_file(self, key: str) -> Path:
         fps = f"{self.fps:g}".replace(".", "p")
-        return self.cache_dir / f"{key[:40]}-{_encoder_key(self.encoder_name)}-fps{fps}.npz"
+        encoder = f"{_encoder_key(self.encoder_name)}{self.clip.fingerprint}"
+        return self.cache_dir / f"{key[:40]}-{encoder}-fps{fps}.npz"
+
+    def _read_cache(self, key: str, cache_file: Path) -> EncodedVideo | None:
+        """The cached features, or None when the entry is missing, unreadable or does not fit."""
+        import zipfile
+
+        if not cache_file.exists():
+            return None
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                feats = np.asarray(z["features"], dtype=np.float32)  # [T, D]
+                duration = float(z["duration"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        n = max(1, int(np.floor(duration * self.fps + 0.5))) if np.isfinite(duration) and duration > 0 else -1
+        if feats.ndim != 2 or feats.shape != (n, self.clip.dim) or not np.isfinite(feats).all():
+            return None
+        return EncodedVideo(key, feats, duration, self.fps)
 
     def encode(self, video: str | Path) -> EncodedVideo:
         """Features of ``video``, from the memory or disk cache when it has been seen."""
@@ -167,14 +188,8 @@ class Grounder:
             return self._memo[memo_key]
         key = file_sha256(path)
         cache_file = self._cache_file(key)
-        enc = None
-        if cache_file.exists():
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    enc = EncodedVideo(key, z["features"].astype(np.float32), float(z["duration"]), self.fps)
-            except (OSError, ValueError, KeyError):
-                enc = None  # unreadable cache entry: recompute and overwrite
-        if enc is None:
+        enc = self._read_cache(key, cache_file)
+        if enc is None:  # a miss, or an entry that cannot be trusted: recompute and overwrite
             from zeroground.features.extract import encode_video
 
             feats, duration = encode_video(self.clip, path, self.fps, self.batch_size)

@@ -1,10 +1,10 @@
-"""The grounding model's configuration and the query side of a batch (no network code here,
+"""The grounding models' configurations (PSVL's and the seed LFVMR's) and the query side of a batch (no network code here,
 so every part of ``zeroground.model`` can import them without importing the network)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal, Union
 
 from torch import Tensor
 
@@ -26,6 +26,7 @@ class ModelInputError(ZerogroundError, ValueError):
 class ModelConfig:
     """Every size of the model. Defaults are PSVL's Charades config (8.5 M parameters)."""
 
+    architecture: Literal["psvl"] = "psvl"  # key of zeroground.model.ARCHITECTURES
     query_encoder: str = "tokens"  # key of QUERY_ENCODERS: "tokens" | "clip"
     video_dim: int = 1024  # D_v of the input features (I3D: 1024)
     num_segments: int = 128  # videos are resampled to this many segments
@@ -56,6 +57,8 @@ class ModelConfig:
     # peak whose weight stays >= attention_ratio x the peak (``attention_spans``).
     span_readout: Literal["regression", "attention"] = "regression"
     attention_ratio: float = 1 / 3
+    # GT end segment when the end is not found among the positions (SPEC §2): PSVL's 127
+    gt_end_fallback: ClassVar[str] = "last_segment"
 
     def __post_init__(self) -> None:
         if self.span_readout not in SPAN_READOUTS:
@@ -66,6 +69,53 @@ class ModelConfig:
             raise ModelConfigError(f"hidden={self.hidden} is not divisible by nonlocal_heads={self.nonlocal_heads}")
         if self.hidden % max(1, self.fusion_heads):
             raise ModelConfigError(f"hidden={self.hidden} is not divisible by fusion_heads={self.fusion_heads}")
+
+
+@dataclass
+class LFVMRConfig:
+    """Every size of the seed's network; defaults are its Charades config (SPEC §4)."""
+
+    architecture: Literal["lfvmr"] = "lfvmr"  # key of zeroground.model.ARCHITECTURES
+    video_dim: int = 1024  # D_v of the video features (I3D: 1024)
+    clip_dim: int = 512  # CLIP space of the query (text feature or selected frame)
+    num_segments: int = 128
+    pe_positions: int = 256  # rows of the positional-encoding table (the reference's 256)
+    video_gru_hidden: int = 256  # per direction
+    hidden: int = 256  # fusion width
+    heads: int = 4  # of the cross- and self-attention layers
+    cross_layers: int = 3
+    self_layers: int = 2
+    dropout: float = 0.5  # of the video aggregation block
+    pe_dropout: float = 0.1
+    num_candidates: int = 9  # CLIP frames the selector chooses from
+    selector_dim: int = 128  # ATP d_model
+    selector_layers: int = 2
+    selector_heads: int = 2
+    selector_ff: int = 128
+    selector_dropout: float = 0.1
+    impl: Literal["fast", "reference"] = "fast"  # GRU path (zeroground.model.gru)
+    text_encoder: str | None = None  # CLIP model (path or hub id) that embeds test sentences
+
+    # What the rest of zeroground reads off a model config (ModelConfig has them as fields):
+    query_encoder: ClassVar[str] = "clip"  # the query is one CLIP-space vector
+    span_readout: ClassVar[str] = "regression"  # the seed reads the regressor's (start, end) ...
+    attention_ratio: ClassVar[float] = 1 / 3  # ... (the attention read-out is a diagnostic: demo rows)
+    word_vectors: ClassVar[None] = None
+    gt_end_fallback: ClassVar[str] = "after_valid"  # GT end not found → n + 1 (SPEC §2)
+
+    def __post_init__(self) -> None:
+        if self.video_dim % 2:
+            raise ModelConfigError(f"video_dim must be even for the sinusoidal positional encoding; got {self.video_dim}")
+        if self.hidden % self.heads:
+            raise ModelConfigError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
+        if self.pe_positions < self.num_segments:
+            raise ModelConfigError(f"pe_positions={self.pe_positions} < num_segments={self.num_segments}")
+        if self.num_candidates < 1:
+            raise ModelConfigError(f"num_candidates must be >= 1; got {self.num_candidates}")
+
+
+
+AnyModelConfig = Union[ModelConfig, LFVMRConfig]  # `model:` of a config: picked by `architecture`
 
 
 @dataclass

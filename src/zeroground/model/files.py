@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
-from zeroground.config import from_dict
+from zeroground.config import convert
 from zeroground.errors import ZerogroundError
-from zeroground.model.config import ModelConfig
+from zeroground.model.config import AnyModelConfig
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -22,12 +22,13 @@ class ModelDirError(ZerogroundError, ValueError):
     """A model directory or checkpoint that cannot be used, with the reason."""
 
 
-def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
-    """(ModelConfig, metadata) of a model directory, without loading weights."""
+def read_model_config(directory: str | Path) -> tuple[AnyModelConfig, dict[str, Any]]:
+    """(model config -- ModelConfig or LFVMRConfig, by ``architecture`` --, metadata) of a model
+    directory, without loading weights."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ModelDirError(f"{directory} is not a model directory: {CONFIG_FILE} is missing")
     data = yaml.safe_load(path.read_text()) or {}
     if "model" not in data:
         raise ModelDirError(f"{path}: expected a 'model' section")
-    return from_dict(ModelConfig, data["model"], where=f"{path}:model"), dict(data.get("metadata") or {})
+    return convert(data["model"], AnyModelConfig, where=f"{path}:model"), dict(data.get("metadata") or {})

@@ -71,6 +71,19 @@ class _ScanPlan:
         self.dst_b = [to(dst_b[i, :n]) for i, n in enumerate(self.active)]
 
 
+class _FlushDenormals:
+    """Denormal floats (|x| < 1.2e-38) flushed to zero inside the scan: gradients that travel
+    back through many steps shrink by a factor z < 1 per step and end up denormal, and CPU
+    arithmetic on denormals is many times slower. Values that small change no output.
+    torch has no getter for the mode; it is restored to the default (off) afterwards."""
+
+    def __enter__(self) -> None:
+        torch.set_flush_denormal(True)
+
+    def __exit__(self, *exc) -> None:
+        torch.set_flush_denormal(False)
+
+
 class BiGRUScan(torch.autograd.Function):
     """The recurrent part of a bidirectional GRU, both directions in one batched product per
     step, with a hand-written backward.
@@ -87,6 +100,16 @@ class BiGRUScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, plan: _ScanPlan) -> Tensor:  # type: ignore[override]
+        with _FlushDenormals():
+            return BiGRUScan._forward(ctx, gi, w_hh_t, b_hh, plan)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        with _FlushDenormals():
+            return BiGRUScan._backward(ctx, grad_out)
+
+    @staticmethod
+    def _forward(ctx, gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, plan: _ScanPlan) -> Tensor:
         H = w_hh_t.shape[1]
         B, T, S = plan.batch, plan.steps_total, plan.steps
         gi_f, gi_b = gi[:, : 3 * H], gi[:, 3 * H:]
@@ -125,7 +148,7 @@ class BiGRUScan(torch.autograd.Function):
         return out.view(B, T, 2 * H)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def _backward(ctx, grad_out: Tensor):
         hs, gates, w_hh_t = ctx.saved_tensors
         plan: _ScanPlan = ctx.plan
         S, _, B, H = hs.shape

@@ -18,46 +18,13 @@ on the fused features, and a two-stage regressor.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zeroground.model.psvl import NEG_INF, VideoEncoder
-
-
-@dataclass
-class LFVMRConfig:
-    """Every size of the seed's network; defaults are its Charades config (SPEC §4)."""
-
-    video_dim: int = 1024  # D_v of the video features (I3D: 1024)
-    clip_dim: int = 512  # CLIP space of the query (text feature or selected frame)
-    num_segments: int = 128
-    pe_positions: int = 256  # rows of the positional-encoding table (the reference's 256)
-    video_gru_hidden: int = 256  # per direction
-    hidden: int = 256  # fusion width
-    heads: int = 4  # of the cross- and self-attention layers
-    cross_layers: int = 3
-    self_layers: int = 2
-    dropout: float = 0.5  # of the video aggregation block
-    pe_dropout: float = 0.1
-    num_candidates: int = 9  # CLIP frames the selector chooses from
-    selector_dim: int = 128  # ATP d_model
-    selector_layers: int = 2
-    selector_heads: int = 2
-    selector_ff: int = 128
-    selector_dropout: float = 0.1
-    impl: Literal["fast", "reference"] = "fast"  # GRU path (zeroground.model.gru)
-
-    def __post_init__(self) -> None:
-        if self.video_dim % 2:
-            raise ValueError(f"video_dim must be even for the sinusoidal positional encoding; got {self.video_dim}")
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
-        if self.pe_positions < self.num_segments:
-            raise ValueError(f"pe_positions={self.pe_positions} < num_segments={self.num_segments}")
+from zeroground.model.config import LFVMRConfig, ModelInputError, QueryBatch  # noqa: F401 - LFVMRConfig re-exported
+from zeroground.model.psvl import NEG_INF, VideoEncoder, as_query_batch, read_out_spans
 
 
 class PositionalEncoding(nn.Module):
@@ -85,6 +52,20 @@ class _Attentions(nn.Module):
         for i in range(layers):
             self.add_module(f"mha{i + 1}", nn.MultiheadAttention(dim, heads))
         self.layers = layers
+
+    def constant_keys_output(self, lang: Tensor) -> Tensor:
+        """What the layers add when every key and value is the same vector ``lang`` [B, D]
+        (the seed's cross-attention, SPEC §4.5): the softmax over identical scores is uniform,
+        so layer i adds out_proj(W_v·lang + b_v) whatever its queries -- [B, D] in total.
+        Equal to running the attention up to float rounding (the fast path; the reference
+        path runs it), without the [S, B, D] key/value projections of S copies of ``lang``."""
+        total = lang.new_zeros(lang.shape)
+        for i in range(self.layers):
+            mha = getattr(self, f"mha{i + 1}")
+            d = mha.embed_dim
+            w_v, b_v = mha.in_proj_weight[2 * d:], mha.in_proj_bias[2 * d:]
+            total = total + mha.out_proj(F.linear(lang, w_v, b_v))
+        return total  # [B, D]
 
     def forward(self, v: Tensor, kv: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         """v [S, B, D] time-major; kv [S, B, D] keys = values (None: self-attention)."""
@@ -157,20 +138,18 @@ class ATPSelector(nn.Module):
         x = self.atp_encoder.transformer_encoder(self.dropout(x))  # [K, B, d]
         return self.logits(x).squeeze(2).transpose(0, 1)  # [B, K]
 
-    def select(self, candidates: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def select(self, candidates: Tensor) -> tuple[Tensor, Tensor]:
         """(selected vector [B, Dc], one-hot choice [B, K]).
 
-        Training: hard Gumbel-softmax (τ = 1) with straight-through gradients; evaluation: the
-        one-hot of the plain argmax.
+        Training: hard Gumbel-softmax (τ = 1) with straight-through gradients, drawn by
+        ``F.gumbel_softmax`` from torch's global RNG on the reference's time-major ``[K, B, 1]``
+        logits, so the draws (and the oracle's train-mode choice) are the reference's;
+        evaluation: the one-hot of the plain argmax.
         """
         logits = self(candidates)  # [B, K]
         if self.training:
-            u = torch.rand(logits.shape, generator=generator, device=logits.device) if generator is not None \
-                else torch.rand_like(logits)
-            gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
-            soft = (logits + gumbel).softmax(1)
-            hard = F.one_hot(soft.argmax(1), logits.shape[1]).to(soft.dtype)
-            choice = hard - soft.detach() + soft  # forward: one-hot; backward: the softmax's gradient
+            time_major = logits.t().unsqueeze(2).contiguous()  # [K, B, 1]: the layout the draws fill
+            choice = F.gumbel_softmax(time_major, tau=1.0, hard=True, dim=0).squeeze(2).t()  # [B, K]
         else:
             choice = F.one_hot(logits.argmax(1), logits.shape[1]).to(logits.dtype)
         return torch.bmm(choice.unsqueeze(1), candidates).squeeze(1), choice  # [B, Dc], [B, K]
@@ -220,26 +199,59 @@ class LFVMRModel(nn.Module):
         self.selfattn = _Attentions(cfg.hidden, cfg.heads, cfg.self_layers)
         self.loc_regressor_two_stage = _TwoStageHead(cfg.hidden)
 
-    def forward(self, video_feats: Tensor, video_mask: Tensor, query: Tensor) -> dict[str, Tensor]:
-        """video_feats [B, S, Dv], video_mask [B, S] (bool or 0/1, any trailing 1-dims), query [B, Dc].
+    def forward(self, video_feats: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
+        """video_feats [B, S, Dv], video_mask [B, S] (bool or 0/1, any trailing 1-dims), query: the
+        CLIP-space vectors [B, Dc] (a sentence's text embedding) or, in training, the candidate
+        frames [B, K, Dc] the selector chooses from (a tensor or ``QueryBatch(vectors=...)``).
 
-        The query is L2-normalised here (the reference does it in place on the caller's
-        tensor; zeroground leaves the caller's tensor alone). Returns ``timestamps`` [B, 2]
-        (normalised, ReLU'd, neither clamped nor ordered, as the reference) and
-        ``attention_weights`` [B, S].
+        Returns ``timestamps`` [B, 2] (normalised, ReLU'd, neither clamped nor ordered, as the
+        reference), ``spans`` (the same: the seed reads the regressor) and ``attention_weights`` [B, S].
         """
+        q = self.query_vector(query)  # query first: the selector's dropout draws come before the video's
+        return self._ground(q, self.encode_video(video_feats, video_mask), video_mask)
+
+    def query_vector(self, query: "QueryBatch | Tensor") -> Tensor:
+        """The [B, Dc] query: candidates [B, K, Dc] → the selector's choice (SPEC §5);
+        a text vector [B, Dc] → L2-normalised (SPEC §4.1; the caller's tensor is left alone)."""
+        vectors = as_query_batch(query).vectors
+        if vectors is None:
+            raise ModelInputError("the LFVMR network reads CLIP-space vectors (QueryBatch.vectors), not word ids")
+        if vectors.shape[-1] != self.cfg.clip_dim:
+            raise ModelInputError(f"query vectors have dimension {vectors.shape[-1]}, the model expects {self.cfg.clip_dim}")
+        if vectors.dim() == 3:  # candidates [B, K, Dc]; the trainer's noise leaves unit rows, kept unit here
+            chosen, _ = self.query_encoder.selector.select(F.normalize(vectors, dim=-1))
+            return chosen
+        if vectors.dim() != 2:
+            raise ModelInputError(f"query vectors must be [B, Dc] or [B, K, Dc]; got {list(vectors.shape)}")
+        if not torch.all(vectors.sum(1) != 0):
+            raise ModelInputError("an all-zero query vector cannot be normalised")
+        return F.normalize(vectors, dim=-1)
+
+    def encode_video(self, video_feats: Tensor, video_mask: Tensor) -> Tensor:
+        """The query-independent part: [B, S, Dv] → V [B, S, H] (positional encoding, GRU, video_mlp)."""
+        if video_feats.shape[-1] != self.cfg.video_dim:
+            raise ModelInputError(
+                f"video features have dimension {video_feats.shape[-1]}, the model expects {self.cfg.video_dim}")
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # [B, S]
-        if not torch.all(query.sum(1) != 0):
-            raise ValueError("an all-zero query vector cannot be normalised")
-        q = F.normalize(query, dim=-1) if not self.training else query  # training: the selector's unit choice
         x = self.pe_dropout(self.pos_embd(video_feats))  # [B, S, Dv]
-        v = self.video_mlp(self.video_encoder(x, mask))  # [B, S, H]
+        return self.video_mlp(self.video_encoder(x, mask))  # [B, S, H]
+
+    def ground(self, v: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
+        """Cross/self-attention and head on an encoded video ``v`` [B, S, H] (one video, many queries)."""
+        return self._ground(self.query_vector(query), v, video_mask)
+
+    def _ground(self, q: Tensor, v: Tensor, video_mask: Tensor) -> dict[str, Tensor]:
+        mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # [B, S]
         lang = self.text_mlp(q)  # [B, H]
         v = v.transpose(0, 1)  # [S, B, H] time-major, as nn.MultiheadAttention's default layout
-        v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
+        if self.cfg.impl == "reference":
+            v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
+        else:
+            v = v + self.crossattn.constant_keys_output(lang).unsqueeze(0)
         v = self.selfattn(v, key_padding_mask=~mask)
         timestamps, weights = self.loc_regressor_two_stage(v.transpose(0, 1), mask)
-        return {"timestamps": timestamps, "attention_weights": weights}
+        return {"timestamps": timestamps, "attention_weights": weights,
+                "spans": read_out_spans(self.cfg, timestamps, weights, mask)}
 
 
 def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:
@@ -255,8 +267,9 @@ def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:
     clip_dim = shape("text_mlp.weight")[1]
     selector_dim = shape("query_encoder.selector.embedding.weight")[0]
     pe_positions = shape("pos_embd.pe")[0]
-    cross = sum(1 for k in state if k.startswith("crossattn.") and k.endswith(".in_proj_weight"))
-    selfs = sum(1 for k in state if k.startswith("selfattn.") and k.endswith(".in_proj_weight"))
+    # layers by name prefix (mha1, mha2, ...): a tensor missing from one then shows as missing
+    cross = len({k.split(".")[1] for k in state if k.startswith("crossattn.mha")})
+    selfs = len({k.split(".")[1] for k in state if k.startswith("selfattn.mha")})
     layers = len({k.split(".")[5] for k in state if k.startswith("query_encoder.selector.atp_encoder.transformer_encoder.layers.")})
     ff = shape("query_encoder.selector.atp_encoder.transformer_encoder.layers.0.linear1.weight")[0]
     return LFVMRConfig(video_dim=video_dim, clip_dim=clip_dim, pe_positions=pe_positions, video_gru_hidden=gru_hidden,

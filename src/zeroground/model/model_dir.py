@@ -1,7 +1,8 @@
 """The model directory: everything needed to use a trained grounding model.
 
-    MODEL_DIR/weights.safetensors   state dict (PSVL parameter names)
-    MODEL_DIR/config.yaml           {model: resolved ModelConfig, metadata: {...}}
+    MODEL_DIR/weights.safetensors   state dict (the reference's parameter names)
+    MODEL_DIR/config.yaml           {model: resolved ModelConfig or LFVMRConfig
+                                     (``architecture``: psvl | lfvmr), metadata: {...}}
     MODEL_DIR/vocab.json            token → index (token-query models only)
 
 An ensemble (``zeroground.model.ensemble``) keeps its members' weights in
@@ -10,7 +11,8 @@ either kind.
 
 ``import_psvl`` converts a released PSVL checkpoint (a ``torch.save``d state dict)
 into this format, building the vocabulary from the training annotation file as the
-reference does — the checkpoint itself does not carry it.
+reference does — the checkpoint itself does not carry it. ``import_lfvmr`` does the same
+for a checkpoint of the seed LFVMR code (no vocabulary: its query is a CLIP vector).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ from zeroground.model.files import (  # noqa: F401 - re-exported: the model dire
     read_model_config,
 )
 from zeroground.model.preprocess import build_vocab
-from zeroground.model.psvl import GroundingModel, ModelConfig
+from zeroground.model.architectures import build_model
+from zeroground.model.config import AnyModelConfig, ModelConfig
+from zeroground.model.lfvmr import lfvmr_config_from_state_dict
+from zeroground.model.psvl import GroundingModel
 
-def save_model_dir(directory: str | Path, model: GroundingModel, cfg: ModelConfig,
+def save_model_dir(directory: str | Path, model: torch.nn.Module, cfg: AnyModelConfig,
                    vocab: dict[str, int] | None = None, metadata: dict[str, Any] | None = None) -> Path:
     """Write weights, resolved config and vocabulary (each file atomically)."""
     from safetensors.torch import save_file
@@ -49,7 +54,7 @@ def save_model_dir(directory: str | Path, model: GroundingModel, cfg: ModelConfi
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "zeroground-model", "version": str(FORMAT_VERSION)})
-    meta = {"format_version": FORMAT_VERSION, "query_side": cfg.query_encoder}
+    meta = {"format_version": FORMAT_VERSION, "architecture": cfg.architecture, "query_side": cfg.query_encoder}
     if cfg.query_encoder == "clip":
         meta["text_encoder"] = cfg.text_encoder
     meta.update(metadata or {})
@@ -60,7 +65,7 @@ def save_model_dir(directory: str | Path, model: GroundingModel, cfg: ModelConfi
     return directory
 
 
-def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[GroundingModel, ModelConfig, dict[str, int] | None]:
+def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[torch.nn.Module, AnyModelConfig, dict[str, int] | None]:
     """Load (model in eval mode, config, vocabulary or None). ``impl`` overrides ModelConfig.impl."""
     directory = Path(directory)
     cfg, meta = read_model_config(directory)
@@ -100,19 +105,23 @@ def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[s
     return EnsembleModel(members, [member_id_map(vocab, vocab) if m is None else m for m in maps])
 
 
-def load_weights(directory: Path, cfg: ModelConfig) -> GroundingModel:
-    """A :class:`GroundingModel` built from ``cfg`` with ``directory``'s weights (strictly checked)."""
+def load_weights(directory: Path, cfg: AnyModelConfig) -> torch.nn.Module:
+    """The network of ``cfg.architecture`` built from ``cfg`` with ``directory``'s weights (strictly checked)."""
     from safetensors.torch import load_file
 
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
-    model = GroundingModel(cfg)
+    model = build_model(cfg)
     load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
     return model
 
 
-def _shape_reason(name: str, expected: tuple[int, ...], found: tuple[int, ...], cfg: ModelConfig) -> str:
+def _shape_reason(name: str, expected: tuple[int, ...], found: tuple[int, ...], cfg: AnyModelConfig) -> str:
+    if name == "pos_embd.pe" and expected[2] != found[2]:
+        return f"the checkpoint expects {found[2]}-d video features, the model {cfg.video_dim}-d (video_dim)"
+    if name == "text_mlp.weight" and expected[0] == found[0]:
+        return f"the checkpoint's query vectors are {found[1]}-d, the model's {expected[1]}-d (clip_dim)"
     if name == "query_encoder.embedding.weight" and expected[1:] == found[1:]:
         return f"the checkpoint's vocabulary has {found[0]} entries, the model's {expected[0]} (vocab_size)"
     if name.startswith("video_encoder.gru.weight_ih") and expected[0] == found[0]:
@@ -122,7 +131,7 @@ def _shape_reason(name: str, expected: tuple[int, ...], found: tuple[int, ...], 
     return "a model size differs (compare the config with the checkpoint)"
 
 
-def load_state_dict_checked(model: GroundingModel, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with a message naming each tensor that does not fit, and why."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -224,3 +233,33 @@ def import_psvl(checkpoint: str | Path, train_annotations: str | Path, out: str 
     return save_model_dir(out, model, cfg, vocab, metadata={
         "source": "psvl-checkpoint", "checkpoint": str(checkpoint), "train_annotations": str(train_annotations),
     })
+
+
+def import_lfvmr(checkpoint: str | Path, out: str | Path, video_dim: int | None = None,
+                 clip_dim: int | None = None, text_encoder: str | None = None) -> Path:
+    """Convert a checkpoint of the seed LFVMR code (a ``torch.save``d state dict of its
+    ``SimpleModel``) into a model directory (``architecture: lfvmr``).
+
+    The sizes are read off the tensors; ``video_dim`` / ``clip_dim``, if given, are the
+    feature widths the user means to evaluate with, and a tensor that does not fit them is
+    named in the error. ``text_encoder`` is recorded for embedding test sentences."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ModelDirError(f"checkpoint not found: {checkpoint}")
+    try:
+        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise ModelDirError(f"{checkpoint}: cannot read as a PyTorch checkpoint: {exc}") from exc
+    state = _unwrap_checkpoint(raw, str(checkpoint))
+    try:
+        cfg = lfvmr_config_from_state_dict(state)
+    except KeyError as exc:
+        raise ModelDirError(f"{checkpoint}: not an LFVMR checkpoint: tensor {exc.args[0]} is missing") from None
+    if video_dim is not None:
+        cfg.video_dim = int(video_dim)
+    if clip_dim is not None:
+        cfg.clip_dim = int(clip_dim)
+    cfg.text_encoder = text_encoder
+    model = build_model(cfg)
+    load_state_dict_checked(model, state, source=str(checkpoint))
+    return save_model_dir(out, model, cfg, None, metadata={"source": "lfvmr-checkpoint", "checkpoint": str(checkpoint)})

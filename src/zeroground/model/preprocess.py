@@ -86,13 +86,20 @@ def sample_positions(num_frames: int, num_segments: int = 128, offset: int = 0) 
     return np.round(np.arange(offset, num_frames - 0.5, stride)).astype(np.int64)[:num_segments]
 
 
+END_FALLBACKS = ("last_segment", "after_valid")
+
+
 def gt_segment_indices(positions: np.ndarray, num_frames: int, start: np.ndarray | float, end: np.ndarray | float,
-                       num_segments: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                       num_segments: int = 128, end_fallback: str = "last_segment") -> tuple[np.ndarray, np.ndarray]:
     """Segment i with p[i] ≤ x·(T−1) < p[i+1] for x = start / end (normalised).
 
-    Not found → 0 for the start and ``num_segments − 1`` for the end, even when the
-    video has fewer segments (the reference's quirk).
+    Not found → 0 for the start; for the end ``num_segments − 1`` even when the video has
+    fewer segments (PSVL's quirk, ``end_fallback="last_segment"``) or n + 1 with n = the
+    number of valid segments (LFVMR's, ``"after_valid"``; LFVMR SPEC §2).
     """
+    if end_fallback not in END_FALLBACKS:
+        raise ValueError(f"end_fallback must be one of {END_FALLBACKS}, got {end_fallback!r}")
+    end_missing = num_segments - 1 if end_fallback == "last_segment" else len(positions) + 1
     start = np.asarray(start, dtype=np.float64) * float(num_frames - 1.0)
     end = np.asarray(end, dtype=np.float64) * float(num_frames - 1.0)
 
@@ -101,7 +108,7 @@ def gt_segment_indices(positions: np.ndarray, num_frames: int, start: np.ndarray
         found = (i >= 0) & (i < len(positions) - 1)
         return np.where(found, i, missing)
 
-    return locate(start, 0), locate(end, num_segments - 1)
+    return locate(start, 0), locate(end, end_missing)
 
 
 @dataclass
@@ -116,7 +123,7 @@ class SegmentBatch:
 
 
 def segment_batch(videos: Sequence[np.ndarray], spans: np.ndarray | None = None, num_segments: int = 128,
-                  rng: np.random.Generator | None = None) -> SegmentBatch:
+                  rng: np.random.Generator | None = None, end_fallback: str = "last_segment") -> SegmentBatch:
     """Sample ``num_segments`` rows from each [T, D] video (offsets from ``rng`` when training).
 
     ``spans`` [B, 2] are normalised GT (start, end); without them the indices are 0 and
@@ -138,11 +145,53 @@ def segment_batch(videos: Sequence[np.ndarray], spans: np.ndarray | None = None,
         feats[b, : len(pos)] = video[pos]
         mask[b, : len(pos)] = True
         if spans is not None:
-            s, e = gt_segment_indices(pos, T, spans[b, 0], spans[b, 1], num_segments)
+            s, e = gt_segment_indices(pos, T, spans[b, 0], spans[b, 1], num_segments, end_fallback)
             start_idx[b], end_idx[b] = int(s), int(e)
     seg = np.arange(num_segments)
     if spans is None:
         guidance = np.zeros((B, num_segments), dtype=np.float32)
     else:
-        guidance = ((seg >= start_idx[:, None]) & (seg <= end_idx[:, None])).astype(np.float32)  # [B, S]
+        # [B, S]; with the "after_valid" fallback the mask may cover padding segments (LFVMR SPEC §2)
+        guidance = ((seg >= start_idx[:, None]) & (seg <= end_idx[:, None])).astype(np.float32)
     return SegmentBatch(feats, mask, start_idx, end_idx, guidance)
+
+
+def candidate_pool(num_valid: int, start_index: int, end_index: int) -> tuple[int, int]:
+    """Rows [lo, hi) of the segmented CLIP sequence the seed LFVMR draws candidates from
+    (SPEC §3): ``P[start : end − 1]``, which drops the span's last two segments.
+
+    Where the reference breaks, zeroground keeps the span's first segment instead: an empty
+    pool (end = start + 1; the reference raises ``IndexError``) and end = 0 (its slice end
+    becomes −1 and the pool runs into the zero padding, whose rows turn into NaN)."""
+    lo, hi = start_index, end_index - 1
+    if end_index == 0 or hi <= lo:
+        return start_index, start_index + 1
+    return lo, min(hi, max(num_valid, lo + 1))
+
+
+def candidate_rows(pool_size: int, k: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Which of ``pool_size`` rows become the ``k`` candidates (SPEC §3): more than k → k drawn
+    without replacement in random order (a permutation's first k); else
+    ``floor(linspace(0, pool_size − 1, k))`` (repeats). Without ``rng`` (no training) the
+    first k of the pool."""
+    if pool_size < 1:
+        raise ModelInputError("a candidate pool needs at least one frame")
+    if pool_size > k:
+        return rng.permutation(pool_size)[:k] if rng is not None else np.arange(k)
+    return np.floor(np.linspace(0, pool_size - 1, k)).astype(np.int64)
+
+
+def draw_candidates(clip_frames: np.ndarray, span: tuple[float, float], k: int = 9, num_segments: int = 128,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """The seed LFVMR's ``k`` candidate frames ``[k, Dc]`` for one training item: the CLIP
+    sequence ``[Tc, Dc]`` segmented like the video (its own offset draw), the span's segment
+    indices with LFVMR's end fallback, the pool of :func:`candidate_pool` and the rows of
+    :func:`candidate_rows`. RNG order as the reference: offset, then permutation."""
+    T = clip_frames.shape[0]
+    if T == 0:
+        raise ModelInputError("a CLIP feature sequence with no frames has no candidates")
+    pos = sample_positions(T, num_segments, draw_offset(T, rng, num_segments))
+    s, e = gt_segment_indices(pos, T, span[0], span[1], num_segments, "after_valid")
+    lo, hi = candidate_pool(len(pos), int(s), int(e))
+    rows = candidate_rows(hi - lo, k, rng)
+    return np.asarray(clip_frames[pos[lo + rows]], dtype=np.float32)  # [k, Dc]

@@ -1,6 +1,6 @@
 """Training configuration: one YAML file ↔ these dataclasses (``zeroground.config``).
 
-    model:  ModelConfig (zeroground.model.psvl) — architecture sizes
+    model:  ModelConfig (PSVL) or LFVMRConfig (the seed LFVMR), by model.architecture — network sizes
     data:   what to train on (annotation file, feature store, optional query vectors / val set)
     train:  optimisation recipe (SPEC §4 defaults: Adam 4e-4, batch 256, drop_last, 500 epochs, seed 38)
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroground.config import load_config
-from zeroground.model.psvl import ModelConfig
+from zeroground.model.config import AnyModelConfig, ModelConfig
 
 
 @dataclass
@@ -26,6 +26,9 @@ class DataConfig:
     # CLIP-space query vectors, float32 [N, Dc] aligned with the annotation file order
     # (query_encoder: clip). Written e.g. by the LFVMR pseudo-labeller.
     query_vectors: str | None = None
+    # The seed LFVMR (model.architecture: lfvmr): CLIP frame features its training queries are
+    # drawn from, per item per epoch (same video ids; the frame rate may differ); None = video_features.
+    query_features: str | None = None
     # Optional validation set, evaluated per epoch for the log only (no model selection).
     val_annotations: str | None = None
     val_format: str = "auto"
@@ -81,7 +84,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: AnyModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 

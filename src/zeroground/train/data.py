@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from zeroground.errors import ZerogroundError
-from zeroground.model.preprocess import encode_queries, segment_batch
-from zeroground.model.psvl import ModelConfig, QueryBatch
+from zeroground.model.config import AnyModelConfig, QueryBatch
+from zeroground.model.preprocess import draw_candidates, encode_queries, segment_batch
 
 
 class TrainingDataError(ZerogroundError, ValueError):
@@ -60,7 +60,7 @@ def moment_queries(moments: Sequence, query_encoder: str, where: str, text_encod
     return text_encoder.encode_texts(query_sentences(moments))
 
 
-def open_features_for(path: str | Path, cfg: ModelConfig, videos: Sequence[str]):
+def open_features_for(path: str | Path, cfg: AnyModelConfig, videos: Sequence[str]):
     """Open a FeatureStore, check its dimension against the model and that every video is there."""
     from zeroground.features.store import FeatureStore
 
@@ -82,13 +82,34 @@ class GroundingData:
     ids: np.ndarray | None  # [N, L] word ids (tokens models)
     vectors: np.ndarray | None  # [N, Dc] CLIP-space queries (clip models)
     video: Callable[[int], np.ndarray]  # position → [T, D] float32
+    # the seed LFVMR's training queries: position → the video's CLIP frames [Tc, Dc], from which
+    # each step draws the candidates (data.query_features; None for the other models)
+    candidate_frames: Callable[[int], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.video_index)
 
 
-def build_grounding_data(moments: Sequence, store, cfg: ModelConfig, vocab: dict[str, int] | None,
-                         vectors: np.ndarray | None, where: str, preload: bool = True) -> GroundingData:
+def open_query_features_for(path: str | Path, cfg: AnyModelConfig, videos: Sequence[str]):
+    """The seed LFVMR's CLIP frame store (``data.query_features``): its width must be the
+    model's ``clip_dim`` and it must hold every training video (frame rates may differ)."""
+    from zeroground.features.store import FeatureStore
+
+    if not Path(path).exists():
+        raise TrainingDataError(f"query feature store not found: {path} (set data.query_features)")
+    store = FeatureStore.open(path)
+    if int(store.dim) != int(cfg.clip_dim):
+        raise TrainingDataError(f"{path}: query features are {store.dim}-d but the model's query vectors are "
+                                f"{cfg.clip_dim}-d (model.clip_dim); set model.clip_dim: {store.dim} or use other features")
+    store.require(sorted(set(videos)))
+    return store
+
+
+def build_grounding_data(moments: Sequence, store, cfg: AnyModelConfig, vocab: dict[str, int] | None,
+                         vectors: np.ndarray | None, where: str, preload: bool = True,
+                         query_store=None) -> GroundingData:
+    """Samples of ``moments``; ``query_store`` (the seed LFVMR in training): CLIP frames to draw
+    the candidate queries from, instead of fixed ``vectors``."""
     video_ids = sorted({m.video for m in moments})
     pos = {v: i for i, v in enumerate(video_ids)}
     video_index = np.array([pos[m.video] for m in moments], dtype=np.int64)
@@ -101,7 +122,7 @@ def build_grounding_data(moments: Sequence, store, cfg: ModelConfig, vocab: dict
             ids = encode_queries(query_tokens(moments, where), vocab, cfg.max_query_len)
         except ValueError as exc:
             raise TrainingDataError(f"{where}: {exc}") from exc
-    else:
+    elif query_store is None:
         if vectors is None:
             raise TrainingDataError(f"{where}: a clip-query model needs query vectors")
         if vectors.shape != (len(moments), cfg.clip_dim):
@@ -115,7 +136,14 @@ def build_grounding_data(moments: Sequence, store, cfg: ModelConfig, vocab: dict
     else:
         def video(i: int) -> np.ndarray:
             return store[video_ids[i]]
-    return GroundingData(video_ids, video_index, spans, ids, vectors, video)
+    frames = None
+    if query_store is not None:
+        if preload:
+            frames = [np.ascontiguousarray(query_store[v], dtype=np.float32) for v in video_ids].__getitem__
+        else:
+            def frames(i: int) -> np.ndarray:
+                return query_store[video_ids[i]]
+    return GroundingData(video_ids, video_index, spans, ids, vectors, video, frames)
 
 
 @dataclass
@@ -128,10 +156,28 @@ class TorchBatch:
     guidance: torch.Tensor  # [B, S] float32
 
 
-def make_batch(data: GroundingData, idx: np.ndarray, cfg: ModelConfig,
+def make_batch(data: GroundingData, idx: np.ndarray, cfg: AnyModelConfig,
                rng: np.random.Generator | None) -> TorchBatch:
-    """Samples ``idx`` → model inputs; ``rng`` draws the training offsets (None: evaluation)."""
-    seg = segment_batch([data.video(int(i)) for i in data.video_index[idx]], data.spans[idx], cfg.num_segments, rng)
+    """Samples ``idx`` → model inputs; ``rng`` draws the training offsets (None: evaluation).
+
+    With ``data.candidate_frames`` (the seed LFVMR), the query of each sample is its
+    ``cfg.num_candidates`` candidate frames ``[B, K, Dc]``, drawn per item in the reference's
+    order: video offset, CLIP offset, candidate permutation (SPEC §3)."""
+    vids = data.video_index[idx]
+    if data.candidate_frames is not None:
+        seg_parts, cands = [], []
+        for i, v in zip(idx, vids):
+            seg_parts.append(segment_batch([data.video(int(v))], data.spans[[i]], cfg.num_segments, rng,
+                                           cfg.gt_end_fallback))
+            cands.append(draw_candidates(data.candidate_frames(int(v)), tuple(data.spans[i]), cfg.num_candidates,
+                                         cfg.num_segments, rng))
+        seg = type(seg_parts[0])(*(np.concatenate([getattr(p, f) for p in seg_parts]) for f in
+                                   ("video_feats", "video_mask", "start_index", "end_index", "guidance")))
+        query = QueryBatch(vectors=torch.from_numpy(np.stack(cands)))  # [B, K, Dc]
+        spans = torch.from_numpy(data.spans[idx].astype(np.float32))
+        return TorchBatch(torch.from_numpy(seg.video_feats), torch.from_numpy(seg.video_mask), query,
+                          spans[:, 0].contiguous(), spans[:, 1].contiguous(), torch.from_numpy(seg.guidance))
+    seg = segment_batch([data.video(int(i)) for i in vids], data.spans[idx], cfg.num_segments, rng, cfg.gt_end_fallback)
     if data.ids is not None:
         query = QueryBatch(ids=torch.from_numpy(data.ids[idx]))
     else:

@@ -18,8 +18,13 @@ from zeroground.train.data import TrainingDataError, moment_queries, open_featur
 
 def evaluate(model: str | Path, features: str | Path, annotations: str | Path, out: str | Path,
              format: str = "auto", durations: str | Path | None = None, text_encoder: str | None = None,
-             batch_size: int = 256, progress: bool = False) -> dict[str, float]:
-    """Predict one span per query, write RUN_DIR/predictions.jsonl and RUN_DIR/metrics.json."""
+             batch_size: int = 256, progress: bool = False, query_vectors: str | Path | None = None) -> dict[str, float]:
+    """Predict one span per query, write RUN_DIR/predictions.jsonl and RUN_DIR/metrics.json.
+
+    A CLIP-query model (the seed LFVMR, ``lfvmr_psvlnet``) embeds the sentences with
+    ``text_encoder`` (default: the one its model directory records), or reads precomputed
+    text vectors ``query_vectors`` (an ``.npy`` ``[N, Dc]``, one row per query in annotation
+    order: the seed's test-time input)."""
     from zeroground.data.annotations import read_annotations
     from zeroground.eval.metrics import evaluate_predictions
     from zeroground.eval.predictions import PredictionRecord, write_predictions
@@ -43,9 +48,14 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     net, cfg, vocab = load_model_dir(model)
 
     encoder = text_encoder or cfg.text_encoder
-    if cfg.query_encoder != "tokens" and not encoder:
-        raise TrainingDataError(f"{model}: clip-query model without a recorded text encoder; pass --text-encoder")
-    queries: Any = moment_queries(moments, cfg.query_encoder, str(annotations), encoder)
+    if query_vectors is not None:
+        queries: Any = read_query_vectors(query_vectors, len(moments), cfg, str(annotations))
+        encoder = None
+    else:
+        if cfg.query_encoder != "tokens" and not encoder:
+            raise TrainingDataError(f"{model}: clip-query model without a recorded text encoder; "
+                                    "pass --encoder, or --query-vectors TEXT.npy")
+        queries = moment_queries(moments, cfg.query_encoder, str(annotations), encoder)
 
     cache: dict[str, np.ndarray] = {}
 
@@ -75,10 +85,35 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "evaluate_run.json", {
         "model": str(model), "features": str(features), "annotations": str(annotations), "format": format,
-        "queries": len(records), "query_encoder": cfg.query_encoder,
-        "text_encoder": (text_encoder or cfg.text_encoder) if cfg.query_encoder == "clip" else None,
+        "queries": len(records), "architecture": cfg.architecture, "query_encoder": cfg.query_encoder,
+        "text_encoder": encoder if cfg.query_encoder == "clip" else None,
+        "query_vectors": None if query_vectors is None else str(query_vectors),
     })
     return metrics
+
+
+def read_query_vectors(path: str | Path, expected: int, cfg: Any, where: str) -> np.ndarray:
+    """Precomputed query vectors ``[N, Dc]`` float32 for a CLIP-query model, checked: one row
+    per query of ``where`` (annotation order), the model's width, no all-zero row."""
+    path = Path(path)
+    if cfg.query_encoder == "tokens":
+        raise TrainingDataError(f"--query-vectors: this model reads word tokens, not vectors ({path})")
+    if not path.is_file():
+        raise TrainingDataError(f"query vectors not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TrainingDataError(f"{path}: cannot read as an .npy array: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[1] != cfg.clip_dim:
+        raise TrainingDataError(f"{path}: query vectors have shape {list(arr.shape)}; the model reads "
+                                f"[N, {cfg.clip_dim}] (model.clip_dim)")
+    if arr.shape[0] != expected:
+        raise TrainingDataError(f"{path}: {arr.shape[0]} query vectors for {expected} queries in {where} "
+                                "(one row per query, in annotation order)")
+    zero = np.flatnonzero(~np.any(arr != 0, axis=1))
+    if len(zero):
+        raise TrainingDataError(f"{path}: row {int(zero[0])} is all zeros (no direction to ground)")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def format_metric_table(metrics: dict[str, float]) -> str:

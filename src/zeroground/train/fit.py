@@ -180,7 +180,7 @@ def _draws(plan: _Plan) -> int:
 
 
 def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Callable[[str], None],
-                   skipped: list[str]) -> list[Path]:
+                   skipped: list[str], engine: str = "local") -> list[Path]:
     """Pseudo-label draws 0..n-1 (draw k with seed pseudo.seed + k); complete draws are kept."""
     from zeroground.features.store import FeatureStore
     from zeroground.pseudo.label import pseudo_label
@@ -203,7 +203,8 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
         cfg = dataclasses.replace(r.pseudo, seed=r.pseudo.seed + k, corpus=plan.corpus, fps=store.fps,
                                   clip=plan.encoder if r.pseudo.method == "psvl" else r.pseudo.clip)
         pseudo_label(r.pseudo.method, store, target, config=cfg, durations={v: durations[v] for v in vids},
-                     videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress)
+                     videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress,
+                     engine=engine)
         atomic_write_text(done, "complete\n")
     return files
 
@@ -261,51 +262,77 @@ class _Prepared:
 def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder: str | Path, out: str | Path, *,
         features: str | Path | None = None, corpus: str | Path | None = None,
         annotations: str | Path | None = None, overrides: dict[str, Any] | None = None,
-        progress: bool = True, echo: Callable[[str], None] | None = print,
-        engine: str = "sequential", address: str | None = None) -> FitResult:
+        progress: bool = True, echo: Callable[[str], None] | None = print, engine: str = "local",
+        address: str | None = None) -> FitResult:
     """Unlabeled ``videos`` (files or folders) → ``out/model``, following ``recipe``.
 
     ``features``: start from this feature store instead of extracting (``videos``, if
     given, then name the store's videos to fit on). ``corpus``: the unpaired sentences
     PSVL draws its verbs from. ``annotations``: train on these true spans instead of
     pseudo-labels (an upper bound). ``overrides``: dotted recipe fields (``train.epochs``).
-    ``engine``: how the members train (:func:`zeroground.train.parallel.run_trainings`):
-    ``sequential`` one after the other here, ``ray`` side by side, one process each."""
+    ``engine="ray"``: extraction (Ray Data, shards merged into ``features.h5``), the
+    pseudo-labels' per-video work and the members' trainings run on Ray -- the cluster at
+    ``address`` or a local one on all cores, started once for the whole run."""
     run = FitRun(videos, recipe, encoder, out, features, corpus, annotations, overrides)
     return fit_many([run], engine=engine, address=address, progress=progress, echo=echo)[0]
 
 
-def fit_many(runs: Sequence[FitRun], *, engine: str = "sequential", address: str | None = None,
+def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | None = None,
              progress: bool = True, echo: Callable[[str], None] | None = print,
              alongside: Callable[[], Any] | None = None) -> list[FitResult]:
     """Several :func:`fit` runs whose trainings share one pool of workers.
 
     Every run's inputs are checked first; then each run's features and pseudo-labels are
-    made in turn (in this process); then the members of *all* runs are trained as one list
-    of jobs of :func:`zeroground.train.parallel.run_trainings` (``engine="ray"``: one Ray
-    task per member, ``train.num_threads`` threads each, on all local cores or the cluster
-    at ``address``); last each run's model is written. Each member does the same work under
-    every engine (its own seed and draw), so the models are the same. ``alongside()``: other
-    work of this process, done while the workers train (sequential engine: before training)."""
-    from zeroground.train.parallel import ENGINES, ParallelTrainingError, resolve_engine
+    made in turn (``engine="ray"``: extraction and the pseudo-labels' per-video work on
+    Ray); then the members of *all* runs are trained as one list of jobs of
+    :func:`zeroground.train.parallel.run_trainings` (``engine="ray"``: one Ray task per
+    member, ``train.num_threads`` threads each, on all local cores or the cluster at
+    ``address``; one cluster for the whole call); last each run's model is written. Each
+    member does the same work under every engine (its own seed and draw), so the models are
+    the same. ``alongside()``: other work of this process, done while the workers train
+    (local engine: before training). ``engine="auto"``: ray when installed."""
+    from zeroground.train.parallel import resolve_engine
 
     engine = resolve_engine(engine)
-    if engine not in ENGINES:
-        raise ParallelTrainingError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine not in ("sequential", "ray"):
+        raise FitError(f"unknown engine {engine!r}; choose local or ray")
+    if address and engine != "ray":
+        raise FitError("--address belongs to --engine ray")
     plans = [(Path(r.out), _plan(r.videos, r.recipe, str(r.encoder), Path(r.out), r.features, r.corpus,
                                  r.annotations, r.overrides)) for r in runs]
-    prepared = [_prepare(out, plan, progress=progress, echo=echo) for out, plan in plans]
+    for out, plan in plans:
+        _claim_run_dir(out, plan)
+    if all((out / (MODEL_DIR + ".done")).is_file() and (out / MODEL_DIR).is_dir() for out, _ in plans):
+        engine = "sequential"  # nothing to do: no cluster to start
+    started = False
+    if engine == "ray":
+        from zeroground.features.ray_extract import init_ray
+
+        started = init_ray(address)
+    try:
+        return _fit_many(plans, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _fit_many(plans: list[tuple[Path, _Plan]], *, engine: str, address: str | None, progress: bool,
+              echo: Callable[[str], None] | None, alongside: Callable[[], Any] | None) -> list[FitResult]:
+    sequential = engine == "sequential"
+    prepared = [_prepare(out, plan, progress=progress, echo=echo, engine="local" if sequential else engine)
+                for out, plan in plans]
     todo = [p for p in prepared if p.cfg is not None]
     for p in todo:
         r = p.plan.recipe.recipe
         p.stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else "")
-                + ("" if engine in ("sequential", "local") else f" as {engine} tasks"))
+                + ("" if sequential else f" as {engine} tasks"))
     trained: dict[int, Path] = {}
     if todo:
         from zeroground.train.members import join_members, member_jobs
         from zeroground.train.parallel import run_trainings
 
-        sequential = engine in ("sequential", "local")
         jobs, owners, index = [], [], []
         for p in todo:
             mine = member_jobs(p.cfg, p.out / "train", resume=True, progress=progress and sequential)
@@ -334,11 +361,11 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "sequential", address: str
             FitResult(p.out, p.out / MODEL_DIR, p.plan.features, [], ["all"]) for p in prepared]
 
 
-def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], None] | None) -> _Prepared:
-    """Claim the run directory, then the features and (pseudo-)labels stages; the training config."""
+def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], None] | None,
+             engine: str = "local") -> _Prepared:
+    """The features and (pseudo-)labels stages of a claimed run directory; the training config."""
     from zeroground.pseudo.label import vectors_path_for
 
-    _claim_run_dir(out, plan)
     r = plan.recipe.recipe
     skipped: list[str] = []
     steps = 4
@@ -359,9 +386,16 @@ def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], No
 
     stage("features")
     if plan.video_paths:
-        from zeroground.features.extract import extract
+        if engine == "ray":
+            from zeroground.features.ray_extract import extract_ray
 
-        report = extract(plan.video_paths, plan.encoder, plan.features, fps=r.fps, progress=progress)
+            # shards in features.h5.shards/ (a rerun resumes from them), merged into features.h5
+            report = extract_ray(plan.video_paths, plan.encoder, plan.features, fps=r.fps, merge=True,
+                                 progress=progress)
+        else:
+            from zeroground.features.extract import extract
+
+            report = extract(plan.video_paths, plan.encoder, plan.features, fps=r.fps, progress=progress)
         if report.failed:
             raise FitError(f"feature extraction failed for {sorted(report.failed)}: {report.failed}")
         if len(report.already_done) == len(plan.video_paths):
@@ -376,8 +410,10 @@ def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], No
 
     stage("pseudo-labels" if plan.annotations is None else "labels")
     if plan.annotations is None:
-        files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped)
-        vectors = vectors_path_for(files[0]) if r.model.query_encoder != "tokens" else None
+        files = _pseudo_labels(plan, out, clip=clip, progress=progress, say=say, skipped=skipped, engine=engine)
+        # the seed LFVMR draws its queries from the feature store while training: no vectors file
+        fixed_vectors = r.model.query_encoder != "tokens" and r.model.architecture != "lfvmr"
+        vectors = vectors_path_for(files[0]) if fixed_vectors else None
     else:
         first, vectors = _true_labels(plan, out, clip=clip, skipped=skipped)
         files = [first]

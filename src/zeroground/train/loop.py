@@ -30,6 +30,7 @@ from zeroground.io import atomic_path, atomic_write_text
 from zeroground.model.model_dir import save_model_dir
 from zeroground.model.predict import check_feature_dim
 from zeroground.model.preprocess import PAD, UNK, build_vocab
+from zeroground.model.architectures import build_model
 from zeroground.model.psvl import GroundingModel, QueryBatch, grounding_loss
 from zeroground.train.config import TrainConfig
 from zeroground.train.noise import QUERY_NOISE
@@ -40,12 +41,14 @@ from zeroground.train.data import (
     make_batch,
     moment_queries,
     open_features_for,
+    open_query_features_for,
     query_tokens,
 )
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
 PLOT_FILE = "training.png"
+DONE_FILE = "DONE"  # written (by train_member / sweep runs) after a run's model directory is complete
 
 
 class TrainingInterrupted(RuntimeError):
@@ -129,16 +132,20 @@ def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict
     store = open_features_for(d.video_features, m, [x.video for x in moments])
     vocab = None
     vectors = None
+    query_store = None
     if m.query_encoder == "tokens":
         vocab = build_vocab(query_tokens(moments, d.train_annotations))
         m.vocab_size = len(vocab)
+    elif m.architecture == "lfvmr":  # queries: candidate CLIP frames drawn each epoch (SPEC §3)
+        query_store = open_query_features_for(d.query_features or d.video_features, m, [x.video for x in moments])
     else:
         if not d.query_vectors:
             raise TrainingDataError("model.query_encoder is 'clip': set data.query_vectors (an .npy of [N, Dc])")
         vectors = np.load(d.query_vectors).astype(np.float32)
         if vectors.ndim == 2:
             m.clip_dim = int(vectors.shape[1])
-    data = build_grounding_data(moments, store, m, vocab, vectors, d.train_annotations, d.preload_features)
+    data = build_grounding_data(moments, store, m, vocab, vectors, d.train_annotations, d.preload_features,
+                                query_store=query_store)
     return cfg, data, vocab
 
 
@@ -289,7 +296,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
             save_config(cfg, out / "config.yaml")
 
     torch.manual_seed(tc.seed)
-    model = GroundingModel(cfg.model)
+    model = build_model(cfg.model)
     if cfg.model.word_vectors:
         if not resume:  # a resumed run's embedding comes from its checkpoint
             _init_word_vectors(model, vocab, cfg.model, log)

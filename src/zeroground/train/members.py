@@ -19,8 +19,7 @@ from typing import Callable
 
 from zeroground.train.config import TrainConfig
 from zeroground.train.data import TrainingDataError
-
-DONE_FILE = "DONE"  # written after a member's model directory is complete
+from zeroground.train.loop import DONE_FILE  # written after a member's model directory is complete
 
 
 def draw_path(path: str | Path, k: int) -> Path:
@@ -93,13 +92,11 @@ def load_run_config(out: str | Path) -> TrainConfig:
     return load_config(path, TrainConfig)
 
 
-def _member_job(config: dict, member_index: int, out: str, resume: bool, progress: bool = False) -> str:
-    """One member as a job of :func:`zeroground.train.parallel.run_trainings` (plain arguments,
-    so it pickles to a Ray worker). A retried job resumes from the member's own checkpoint."""
-    from zeroground.config import from_dict
+def _member_job(cfg: TrainConfig, member_index: int, out: str, resume: bool, progress: bool = False) -> str:
+    """One member as a job of :func:`zeroground.train.parallel.run_trainings` (a Ray task): a
+    retried job -- its worker was killed -- continues from the member's own last checkpoint."""
     from zeroground.train.loop import CHECKPOINT_FILE
 
-    cfg = from_dict(TrainConfig, config)
     started = (member_dir(out, cfg, member_index) / CHECKPOINT_FILE).is_file()
     return str(train_member(cfg, member_index, out, resume=resume or started, progress=progress, log=None))
 
@@ -107,10 +104,17 @@ def _member_job(config: dict, member_index: int, out: str, resume: bool, progres
 def member_jobs(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = False) -> list:
     """One :data:`zeroground.train.parallel.Job` per member of ``cfg``, in member order; the
     same per-member work :func:`train_member` does (seed + k, its own draw when bagging)."""
+    from zeroground.train.loop import CHECKPOINT_FILE
+
     check_members(cfg)
+    taken = [k for k in range(cfg.train.ensemble) if (member_dir(out, cfg, k) / CHECKPOINT_FILE).exists()]
+    if taken and not resume:  # what train() would say, before any worker starts
+        raise TrainingDataError(f"{member_dir(out, cfg, taken[0])} already holds a training run: pass "
+                                f"--resume {out} to continue it, or pick a new --out")
+    for k in range(cfg.train.ensemble):
+        member_config(cfg, k)  # a missing bagging draw fails here, not in a worker
     _start_run(cfg, Path(out))
-    config = dataclasses.asdict(cfg)
-    return [(_member_job, {"config": config, "member_index": k, "out": str(out), "resume": resume, "progress": progress})
+    return [(_member_job, {"cfg": cfg, "member_index": k, "out": str(out), "resume": resume, "progress": progress})
             for k in range(cfg.train.ensemble)]
 
 

@@ -11,7 +11,8 @@ often (the "modality gap").
 * ``none``    -- the pseudo query as written;
 * ``lafite``  -- Lafite's relative noise (Zhou et al. 2022), ``normalize(h + xi·eps·‖h‖/‖eps‖)``:
   the zeroground LFVMR variant (``lfvmr_psvlnet``);
-* ``gaussian`` -- the seed LFVMR's additive noise (added by its owner, issue #12).
+* ``gaussian`` -- the seed LFVMR's additive noise ``normalize(normalize(h) + level·eps)`` per element
+  (SPEC §5; level 0.04 in its recipe), on one vector ``[N, D]`` or on candidates ``[N, K, D]``.
 """
 
 from __future__ import annotations
@@ -52,5 +53,14 @@ def perturb_clip_vectors(h: torch.Tensor, xi: float, generator: torch.Generator 
     return torch.nn.functional.normalize(out, dim=-1)
 
 
+def gaussian_noise(h: torch.Tensor, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The seed LFVMR's ``add_noise`` (:func:`zeroground.model.lfvmr.add_gaussian_noise`), its draw from ``generator``."""
+    from zeroground.model.lfvmr import add_gaussian_noise
+
+    if level < 0:
+        raise QueryNoiseError(f"noise level must be >= 0, found {level}")
+    return add_gaussian_noise(h, level, generator=generator)
+
+
 NoiseHook = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-QUERY_NOISE: dict[str, NoiseHook | None] = {"none": None, "lafite": perturb_clip_vectors}
+QUERY_NOISE: dict[str, NoiseHook | None] = {"none": None, "lafite": perturb_clip_vectors, "gaussian": gaussian_noise}

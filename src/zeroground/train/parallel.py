@@ -110,10 +110,82 @@ def _train_job(config: dict[str, Any], out: str, resume: bool = False) -> str:
     from zeroground.train.config import TrainConfig
     from zeroground.train.loop import CHECKPOINT_FILE, train
 
+    from zeroground.train.loop import DONE_FILE
+
+    if resume and (Path(out) / DONE_FILE).is_file():
+        return str(Path(out) / "model")  # finished before the restart
     cfg = from_dict(TrainConfig, config)
     # a retried job (its worker was killed) continues from its own last checkpoint
     resume = resume or (Path(out) / CHECKPOINT_FILE).exists()
-    return str(train(cfg, out, resume=resume, progress=False, log=None))
+    model = train(cfg, out, resume=resume, progress=False, log=None)
+    from zeroground.io import atomic_write_text
+
+    atomic_write_text(Path(out) / DONE_FILE, "model complete\n")
+    return str(model)
+
+
+SWEEP_FILE = "sweep.json"
+
+
+def load_sweep(path: str | Path) -> list[dict[str, Any]]:
+    """A sweep file: a YAML list of override mappings (dotted keys, optional ``name``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParallelTrainingError(f"sweep file not found: {path}")
+    try:
+        items = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParallelTrainingError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(items, list) or not items:
+        raise ParallelTrainingError(f"{path}: expected a non-empty YAML list of override mappings, e.g. "
+                                    "[{name: lr1, train.lr: 0.001}, {name: lr3, train.lr: 0.003}]")
+    return items
+
+
+def _final_row(run: Path) -> dict[str, Any]:
+    import csv
+
+    from zeroground.train.loop import METRICS_FILE
+
+    rows = list(csv.DictReader(open(run / METRICS_FILE))) if (run / METRICS_FILE).is_file() else []
+    out: dict[str, Any] = {}
+    for k, v in (rows[-1] if rows else {}).items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    return out
+
+
+def run_sweep(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: str | Path, *,
+              engine: str = "ray", address: str | None = None, resume: bool = False) -> list[dict[str, Any]]:
+    """Train one run per override (``out/<name>``), side by side on Ray by default; returns
+    and writes (``out/sweep.json``) one row per run: name, overrides, model directory and the
+    last epoch's logged figures (loss, and validation metrics when the config has a val set).
+    ``resume``: finished runs are kept, started ones continue from their checkpoints."""
+    import json
+
+    from zeroground.io import atomic_write_text
+    from zeroground.train.loop import CHECKPOINT_FILE
+
+    out = Path(out)
+    jobs = sweep_jobs(base, overrides, out)
+    for fn, kw in jobs:
+        if not resume and (Path(kw["out"]) / CHECKPOINT_FILE).exists():
+            raise ParallelTrainingError(f"{kw['out']} already holds a training run: pass --resume {out} "
+                                        "to continue the sweep, or pick a new --out")
+        kw["resume"] = resume
+    threads = int((base.get("train") or {}).get("num_threads") or 1)
+    models = run_trainings(jobs, engine=engine, num_threads=threads, address=address)
+    rows = []
+    for item, (fn, kw), model in zip(overrides, jobs, models):
+        rows.append({"name": Path(kw["out"]).name, "overrides": {k: v for k, v in item.items() if k != "name"},
+                     "model": str(model), **_final_row(Path(kw["out"]))})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / SWEEP_FILE, json.dumps(rows, indent=2) + "\n")
+    return rows
 
 
 def sweep_jobs(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: str | Path) -> list[Job]:

@@ -1,7 +1,8 @@
 """Recipes: named YAML files listing only what they change from the library defaults.
 
 A recipe decides everything about a ``fit`` run that is not the data: frames per second,
-pseudo-labelling (``pseudo``: ``PseudoLabelConfig``), the model (``model``: ``ModelConfig``)
+pseudo-labelling (``pseudo``: ``PseudoLabelConfig``), the model (``model``: ``ModelConfig``, or
+``LFVMRConfig`` with ``architecture: lfvmr``)
 and training (``train``: ``OptimConfig``, ensembles and bagging included). The shipped
 recipes live in ``zeroground/recipes/*.yaml`` (``configs/recipes`` in a checkout); the
 first comment line of each is its one-line summary (``zeroground recipes``), and every
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from zeroground.config import ConfigError, apply_overrides, from_dict
-from zeroground.model.psvl import ModelConfig
+from zeroground.model.config import AnyModelConfig, ModelConfig
 from zeroground.pseudo.label import PseudoLabelConfig
 from zeroground.train.config import OptimConfig
 
@@ -35,7 +36,7 @@ class Recipe:
 
     fps: float = 1.0  # frames per second decoded and encoded (zeroground.features.extract)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: AnyModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 
 
