@@ -135,6 +135,8 @@ def test_default_yaml_is_the_built_in_config():
 def test_unknown_method_and_missing_clip_are_clear_errors(tmp_path):
     with pytest.raises(DemoError, match="unknown demo method"):
         run_demo(tmp_path, load_demo_config(None, {"methods": ["psvl", "magic"]}), progress=False, echo=lambda m: None)
+    with pytest.raises(DemoError, match="unknown engine 'threads'"):
+        run_demo(tmp_path, load_demo_config(None, {}), progress=False, echo=lambda m: None, engine="threads")
     with pytest.raises(DemoError, match="tiny CLIP not found"):
         run_demo(tmp_path, load_demo_config(None, {"clip": str(tmp_path / "nowhere")}), progress=False,
                  echo=lambda m: None)

@@ -155,6 +155,11 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
     for method in cfg.methods:  # a recipe field that does not exist fails here, before any work
         if method not in BASELINE_ROWS:
             load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
+    from zeroground.train.parallel import resolve_engine
+
+    engine = resolve_engine(engine)
+    if engine not in ("sequential", "ray"):  # before any work
+        raise DemoError(f"unknown engine {engine!r}; choose ray, local or auto")
     clip_path = Path(cfg.clip) if cfg.clip else shipped_tiny_clip()
     if not (clip_path / "config.json").exists():
         raise DemoError(f"tiny CLIP not found at {clip_path}: run `make tiny-clip` to train it")
@@ -200,9 +205,6 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
     # 3 + 4. the no-training rows; one `fit` per trained row (the train videos' features; their
     # true spans only for the labelled upper bound), all rows' members in one pool of trainings;
     # then every row on the held-out captions of the test videos
-    from zeroground.train.parallel import resolve_engine
-
-    engine = resolve_engine(engine)
     records: dict[str, list] = {}
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
