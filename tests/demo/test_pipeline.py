@@ -12,6 +12,7 @@ from zeroground.demo.pipeline import (
     BASELINES,
     METRIC_KEYS,
     TRAINED,
+    TRAINING_FREE,
     DemoError,
     DemoSetup,
     load_demo_config,
@@ -52,7 +53,7 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo_out")
     cfg = load_demo_config(None, TINY)
     messages: list[str] = []
-    result = run_demo(out, cfg, progress=False, echo=messages.append)
+    result = run_demo(out, cfg, progress=False, echo=messages.append, engine="local")
     return out, result, messages
 
 
@@ -73,6 +74,8 @@ def test_results_json_has_every_method_with_fractions(demo_run):
         # recall at a stricter IoU can never be higher
         assert row["R1@0.3"] >= row["R1@0.5"] >= row["R1@0.7"]
     assert data["rows"] == result.rows
+    assert data["engine"] == "sequential"
+    assert set(TRAINING_FREE) <= {r["method"] for r in data["rows"]}
     assert data["queries"] == sum(1 for _ in json.loads((out / "annotations" / "test.json").read_text()))
 
 
@@ -132,6 +135,8 @@ def test_default_yaml_is_the_built_in_config():
 def test_unknown_method_and_missing_clip_are_clear_errors(tmp_path):
     with pytest.raises(DemoError, match="unknown demo method"):
         run_demo(tmp_path, load_demo_config(None, {"methods": ["psvl", "magic"]}), progress=False, echo=lambda m: None)
+    with pytest.raises(DemoError, match="unknown engine 'threads'"):
+        run_demo(tmp_path, load_demo_config(None, {}), progress=False, echo=lambda m: None, engine="threads")
     with pytest.raises(DemoError, match="tiny CLIP not found"):
         run_demo(tmp_path, load_demo_config(None, {"clip": str(tmp_path / "nowhere")}), progress=False,
                  echo=lambda m: None)
@@ -179,3 +184,67 @@ def test_every_baseline_row_predicts_one_span_inside_each_video(demo_run, name):
     for r, m in zip(records, moments):
         s, e = r.pred[0]
         assert 0.0 <= s <= e <= m.duration + 1e-6
+
+
+def test_tag_row_equals_the_clip_baseline_cli(demo_run, tmp_path):
+    """The demo's ``tag`` row is ``zeroground clip-baseline --method tag`` on the demo's own
+    features and test annotations (the same queries and CLIP features as clip_training_free)."""
+    from typer.testing import CliRunner
+
+    from zeroground.cli import app
+    from zeroground.eval.predictions import read_predictions
+
+    out, result, _ = demo_run
+    res = CliRunner().invoke(app, [
+        "clip-baseline", "--method", "tag", "--setting", "charades", "--features", str(out / "features.h5"),
+        "--annotations", str(out / "annotations" / "test.json"), "--format", "psvl",
+        "--encoder", str(shipped_tiny_clip()), "--out", str(tmp_path / "tag"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    cli = read_predictions(tmp_path / "tag" / "predictions.jsonl")
+    demo = read_predictions(out / "predictions" / "tag.jsonl")
+    assert [(r.video, r.query, r.pred) for r in cli] == [(r.video, r.query, r.pred) for r in demo]
+    metrics = json.loads((tmp_path / "tag" / "metrics.json").read_text())
+    row = next(r for r in result.rows if r["method"] == "tag")
+    assert {k: row[k] for k in METRIC_KEYS} == {k: round(float(metrics[k]), 4) for k in METRIC_KEYS}
+    # and the tfvtg row is its rule on the same queries: top-1 of the API on the same store
+    from zeroground.data.annotations import read_psvl_json
+    from zeroground.features.store import FeatureStore
+    from zeroground.ground.training_free import predict_training_free
+
+    moments = read_psvl_json(out / "annotations" / "test.json")
+    with FeatureStore.open(out / "features.h5") as store:
+        api = predict_training_free(store, moments, "tfvtg", "charades", encoder=str(shipped_tiny_clip()))
+    assert [r.pred[0] for r in api] == [r.pred[0] for r in read_predictions(out / "predictions" / "tfvtg.jsonl")]
+
+
+def test_ray_engine_gives_the_same_table(demo_run, tmp_path):
+    """`make demo`'s path: trained rows' members as Ray tasks (one process each) give the
+    rows of the sequential run (same seeds, same per-member work). The world and features are
+    reused from the sequential run (same fingerprint), so only the fits run again."""
+    pytest.importorskip("ray")
+    import shutil
+
+    import ray
+
+    out, result, _ = demo_run
+    par = tmp_path / "demo_ray"
+    par.mkdir()
+    for name in ("videos", "annotations"):
+        shutil.copytree(out / name, par / name)
+    for name in ("features.h5", "world_fingerprint.json"):
+        shutil.copy(out / name, par / name)
+    messages: list[str] = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        # two trained rows (the seed LFVMR's one member, lfvmr_psvlnet's two) keep this test short
+        ray_result = run_demo(par, load_demo_config(None, {**TINY, "plot_queries": 0,
+                                                           "methods": ["lfvmr", "lfvmr_psvlnet"]}),
+                              progress=False, echo=messages.append, engine="ray")
+    finally:
+        ray.shutdown()
+    assert any("reusing the videos and features" in m for m in messages)
+    assert any("3 member trainings of 2 run(s) as ray tasks" in m for m in messages)
+    assert json.loads((par / "results.json").read_text())["engine"] == "ray"
+    assert [r["method"] for r in ray_result.rows] == ["lfvmr", "lfvmr_attention", "lfvmr_psvlnet",
+                                                      "lfvmr_psvlnet_regression"]
+    assert ray_result.rows == [r for r in result.rows if r["method"].startswith("lfvmr")]

@@ -14,7 +14,8 @@ from zeroground.eval.qvhighlights import QVHighlightsError, evaluate_moment_retr
 
 ROOT = Path(__file__).resolve().parents[2]
 QVH = ROOT / "data" / "qvhighlights"
-ANET = ROOT / ".." / "shared" / "data" / "activitynet" / "activitynet_val_release.jsonl"
+SHARED = ROOT / ".." / "shared" / "data"
+ANET = SHARED / "activitynet" / "activitynet_val_release.jsonl"
 # What Moment-DETR's standalone_eval prints for its sample_val_preds.jsonl (brief metrics, percent),
 # reproduced by the plain-loop evaluator below, written independently of zeroground.eval.qvhighlights.
 SAMPLE_BRIEF = {"MR-full-R1@0.5": 53.94, "MR-full-R1@0.7": 34.84, "MR-full-mAP": 32.2, "MR-full-mAP@0.5": 54.96,
@@ -58,12 +59,14 @@ def _plain_ap(gt, pred, thr):
 
 
 def _plain_eval(preds, gts):
-    # the evaluator's thresholds are numpy.linspace(0.5, 0.95, 10): start + i * step, the last = stop
-    thrs = [0.5 + i * ((0.95 - 0.5) / 9) for i in range(9)] + [0.95]
+    # the evaluator's thresholds: numpy.linspace(0.5, 0.95, 10), each rounded to 2 decimals
+    thrs = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
     out = {}
     for name, (lo, hi) in {"full": (0, 150), "short": (0, 10), "middle": (10, 30), "long": (30, 150)}.items():
         sub = {q: [w for w in ws if name == "full" or lo < w[1] - w[0] <= hi] for q, ws in gts.items()}
         sub = {q: ws for q, ws in sub.items() if ws}
+        if not sub:  # no ground-truth window of this length
+            continue
         aps = [[_plain_ap(ws, preds[q], t) for t in thrs] for q, ws in sub.items()]
         per_t = [sum(a[i] for a in aps) / len(aps) for i in range(10)]
         out[f"MR-{name}-mAP"] = round(100 * sum(per_t) / 10, 2)
@@ -105,6 +108,34 @@ def test_sample_predictions_reproduce_the_evaluator(tmp_path):
     assert r.exit_code == 0, r.output
     assert "MR-full-mAP@0.75" in r.output and "31.01" in r.output
     assert json.loads((tmp_path / "m2.json").read_text()) == SAMPLE_BRIEF
+
+
+@pytest.mark.skipif(not (SHARED / "qvhighlights" / "sample_val_preds.jsonl").exists(),
+                    reason="../shared/data/qvhighlights absent (the full files: 3 MB; tests/ uses the copies in data/)")
+def test_score_cli_on_the_shared_full_files(tmp_path):
+    """`zeroground score` on the files exactly as Moment-DETR ships them (saliency fields
+    included) gives what its standalone_eval prints, and what the plain evaluator above gives."""
+    preds, gt = SHARED / "qvhighlights" / "sample_val_preds.jsonl", SHARED / "qvhighlights" / "highlight_val_release.jsonl"
+    r = CliRunner().invoke(app, ["score", str(preds), "--annotations", str(gt), "--format", "qvhighlights",
+                                 "--out", str(tmp_path / "metrics.json")])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    lines = [json.loads(line) for line in preds.read_text().splitlines() if line.strip()]
+    gts = {json.loads(line)["qid"]: json.loads(line)["relevant_windows"] for line in gt.read_text().splitlines()
+           if line.strip()}
+    assert len(lines) == len(gts) == 1550  # (../shared/data/SOURCES.md says 1,549: the file has no final newline)
+    plain = _plain_eval({d["qid"]: d["pred_relevant_windows"] for d in lines}, gts)
+    for k in ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP@0.5", "MR-full-mAP@0.75", "MR-full-mAP"):
+        assert abs(got[k] - SAMPLE_BRIEF[k]) < 0.01 - 1e-9 and abs(got[k] - plain[k]) < 0.01 - 1e-9, k
+    assert got == plain == SAMPLE_BRIEF
+
+
+def test_thresholds_are_the_evaluators_two_decimal_ones():
+    # IoU(0-6.57 s, 0-7.3 s) = 6.57 / (6.57 + 7.3 - 6.57) is 0.8999999999999999 in float64: below the
+    # evaluator's 0.9 (its thresholds are rounded to 2 decimals), not below linspace's unrounded 9th one
+    assert _plain_iou([0.0, 6.57], [0.0, 7.3]) == 0.8999999999999999
+    m = evaluate_moment_retrieval({1: [[0.0, 6.57, 1.0]]}, {1: [[0.0, 7.3]]})
+    assert m["MR-full-mAP"] == 80.0 == _plain_eval({1: [[0.0, 6.57, 1.0]]}, {1: [[0.0, 7.3]]})["MR-full-mAP"]
 
 
 def test_small_cases_against_hand_values():

@@ -140,3 +140,14 @@ def test_a_member_whose_worker_is_killed_is_retried_and_resumes_to_the_same_weig
     seq = [_member_job(cfg, k, str(tmp_path / "seq"), False) for k in range(2)]
     for a, b in zip(seq, par):
         assert _same_weights(a, b)
+
+
+def test_engine_names():
+    from zeroground.train.fit import FitError, FitRun, fit_many
+    from zeroground.train.parallel import resolve_engine
+
+    assert resolve_engine("local") == "sequential" and resolve_engine("ray") == "ray"
+    assert resolve_engine("auto") == "ray"  # Ray is installed here (the test extras)
+    assert run_trainings([], engine="ray") == []  # nothing to run: no cluster started
+    with pytest.raises(FitError, match="unknown engine 'threads'"):
+        fit_many([FitRun([], "demo_supervised", "x", "out")], engine="threads")

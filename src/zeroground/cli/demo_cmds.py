@@ -19,13 +19,19 @@ def demo(
         None, "--set", help=("Override one setup field, e.g. --set train_videos=60 or "
                              "--set recipe_changes.psvl.train.epochs=30 (repeatable).")),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    engine: str = typer.Option("auto", "--engine", help=(
+        "How the trained rows' ensemble members train: ray (side by side as Ray tasks, one process each, "
+        "on all cores), local (one after the other in this process), auto (ray when installed). Same table.")),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
     """Run the whole pipeline offline on a generated video world and print one results table.
 
     Renders unlabelled train videos and held-out test videos, extracts features with
     the shipped tiny CLIP, fits a model per trained row with its recipe (`zeroground fit`:
     PSVL, the LFVMR variant, a supervised upper bound), and compares them with
-    the no-training baselines (random, prior, clip_training_free) on held-out captions.
+    the no-training baselines (random, prior, clip_training_free) and the published
+    training-free rules (tfvtg without its LLM, tag) on held-out captions. The members of
+    every trained row train side by side as Ray tasks (--engine local: one after the other).
     Writes OUT/results.json, OUT/timelines.png and OUT/runs/<method>/model.
     """
     from rich.console import Console
@@ -35,7 +41,8 @@ def demo(
 
     console = Console()
     cfg = load_demo_config(config, parse_overrides(set_))
-    result = run_demo(out, cfg, progress=not quiet, echo=lambda m: console.print(m, highlight=False))
+    result = run_demo(out, cfg, progress=not quiet, engine=engine, address=address,
+                      echo=lambda m: console.print(m, highlight=False, markup=False))  # "[fit psvl] ..." is no markup
     console.print(results_table(result.rows))
     console.print(f"results: {result.results_json}   figure: {result.figure}   "
                   f"total {result.seconds['total']:.0f} s")

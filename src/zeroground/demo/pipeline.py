@@ -8,9 +8,12 @@ the tiny CLIP shipped in ``zeroground/assets/tiny_clip``:
 3. pseudo-label the train videos with both methods (``zeroground.pseudo``) — the
    train split's true spans are never read here;
 4. train one grounding model per method (PSVL: token queries, LFVMR: CLIP-space
-   queries) and, as an upper bound, the same model on the train split's true spans;
-5. evaluate all of them, and the no-training baselines, on the held-out captions of
-   the held-out videos; print one table, write ``results.json`` and a timeline PNG.
+   queries) and, as an upper bound, the same model on the train split's true spans --
+   every ensemble member of every row as one pool of trainings
+   (:func:`zeroground.train.fit.fit_many`; with Ray, one process per member on all cores);
+5. evaluate all of them, the no-training baselines and the published training-free
+   rules (TFVTG without its LLM, TAG) on the held-out captions of the held-out videos;
+   print one table, write ``results.json`` and a timeline PNG.
 
 The test annotations are read only in step 5 (and by the ``prior`` row, which is the
 bias *ceiling*: the most common test span, computed from the test labels themselves).
@@ -33,7 +36,8 @@ from zeroground.demo.evaluation import other_readout, predict_demo_model, predic
 from zeroground.errors import ZerogroundError
 
 METRIC_KEYS = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
-BASELINES = ("random", "prior", "clip_training_free")
+BASELINES = ("random", "prior", "clip_training_free", "tfvtg", "tag")
+TRAINING_FREE = ("tfvtg", "tag")  # the published training-free rules (zeroground.ground.tfvtg / .tag)
 TRAINED = ("psvl", "lfvmr", "lfvmr_psvlnet", "supervised")
 
 
@@ -120,8 +124,14 @@ def _log(msg: str, echo: Callable[[str], None]) -> None:
 
 
 def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, progress: bool = True,
-             echo: Callable[[str], None] = print) -> DemoResult:
-    """Run the whole demo into ``out``; returns the metric rows (also in ``out/results.json``)."""
+             echo: Callable[[str], None] = print, engine: str = "sequential",
+             address: str | None = None) -> DemoResult:
+    """Run the whole demo into ``out``; returns the metric rows (also in ``out/results.json``).
+
+    ``engine``: how the trained rows' members train (:func:`zeroground.train.parallel.run_trainings`):
+    ``ray`` side by side, one process each (on all local cores, or the cluster at ``address``),
+    ``sequential``/``local`` one after the other here, ``auto`` Ray when installed (what
+    ``zeroground demo`` uses). The table is the same."""
     import torch
 
     from zeroground.config import save_config
@@ -145,6 +155,11 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
     for method in cfg.methods:  # a recipe field that does not exist fails here, before any work
         if method not in BASELINE_ROWS:
             load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
+    from zeroground.train.parallel import resolve_engine
+
+    engine = resolve_engine(engine)
+    if engine not in ("sequential", "ray"):  # before any work
+        raise DemoError(f"unknown engine {engine!r}; choose ray, local or auto")
     clip_path = Path(cfg.clip) if cfg.clip else shipped_tiny_clip()
     if not (clip_path / "config.json").exists():
         raise DemoError(f"tiny CLIP not found at {clip_path}: run `make tiny-clip` to train it")
@@ -187,18 +202,34 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
 
     test_moments = read_psvl_json(test_split.annotations)
 
-    # 3 + 4. one `fit` per trained row (the train videos' features; their true spans only for
-    # the labelled upper bound), then every row on the held-out captions of the test videos
+    # 3 + 4. the no-training rows; one `fit` per trained row (the train videos' features; their
+    # true spans only for the labelled upper bound), all rows' members in one pool of trainings;
+    # then every row on the held-out captions of the test videos
     records: dict[str, list] = {}
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
+
+    def baseline_rows() -> None:  # in this process, while the Ray workers train (no model needed)
+        for method in cfg.methods:
+            if method in BASELINE_ROWS:
+                tm = time.perf_counter()
+                records[method] = BASELINE_ROWS[method](test_moments, store=store, clip=clip, seed=cfg.seed)
+                seconds[method] = time.perf_counter() - tm
+
+    trained = [m for m in cfg.methods if m not in BASELINE_ROWS]
+    tm = time.perf_counter()
+    if trained:
+        _log(f"fitting {', '.join(trained)} (members trained {'as Ray tasks' if engine == 'ray' else 'one after the other'})",
+             echo)
+    models = fit_rows(trained, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress, echo=echo,
+                      engine=engine, address=address, alongside=baseline_rows)
+    seconds["fit"] = time.perf_counter() - tm
+    order: list[str] = []
     for method in cfg.methods:
-        tm = time.perf_counter()
-        if method in BASELINE_ROWS:
-            records[method] = BASELINE_ROWS[method](test_moments, store=store, clip=clip, seed=cfg.seed)
-        else:
-            model_dir = fit_row(method, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress,
-                                echo=echo)
+        order.append(method)
+        if method in models:
+            tm = time.perf_counter()
+            model_dir = models[method]
             records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
                                                  out / "runs" / method / "test")
             if cfg.attention_readout:
@@ -206,7 +237,9 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
 
                 other = other_readout(read_model_config(model_dir)[0].span_readout)
                 records[f"{method}_{other}"] = predict_with_readout(model_dir, store, test_moments, clip, other)
-        seconds[method] = time.perf_counter() - tm
+                order.append(f"{method}_{other}")
+            seconds[method] = time.perf_counter() - tm
+    records = {m: records[m] for m in order}
     seconds["train_eval"] = time.perf_counter() - t
 
     rows = [score_row(m, records[m]) for m in records]
@@ -221,11 +254,12 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
         "test_videos": cfg.test_videos,
         "train_videos": cfg.train_videos,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "engine": engine,
     })
     fig = None
     if cfg.plot_queries > 0:
         fig = plot_timelines(out / "timelines.png", test_split.plans, test_moments, records,
-                             [m for m in ("clip_training_free", *TRAINED) if m in records],
+                             [m for m in ("clip_training_free", *TRAINING_FREE, *TRAINED) if m in records],
                              n_queries=cfg.plot_queries, seed=cfg.seed)
     return DemoResult(out, rows, seconds, results, fig)
 
@@ -233,25 +267,30 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
 # --------------------------------------------------------------------------- pieces
 
 
-def fit_row(method: str, cfg: DemoSetup, out: Path, train_split, features: Path, corpus: Path, clip_path: Path,
-            *, progress: bool, echo: Callable[[str], None]) -> Path:
-    """``zeroground.fit`` of one trained row into ``out/runs/<method>``; returns its model directory.
+def fit_rows(methods: list[str], cfg: DemoSetup, out: Path, train_split, features: Path, corpus: Path,
+             clip_path: Path, *, progress: bool, echo: Callable[[str], None], engine: str = "sequential",
+             address: str | None = None, alongside: Callable[[], Any] | None = None) -> dict[str, Path]:
+    """``zeroground.fit`` of each trained row into ``out/runs/<method>``, all rows' members trained
+    as one pool (:func:`zeroground.train.fit.fit_many`); returns each row's model directory.
 
     A run directory left by an earlier demo with another recipe (or other recipe changes)
     is started over; one of this very recipe resumes where it stopped."""
-    from zeroground.train.fit import RunDirTaken, fit
+    from zeroground.train.fit import FitRun, RunDirTaken, check_run_dir, fit_many
     from zeroground.train.recipe import load_recipe
 
-    recipe = load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
-    run_dir = out / "runs" / method
-    labels = train_split.annotations if method in cfg.labelled else None
-    videos = list(train_split.videos)
-    kwargs = dict(features=features, corpus=corpus, annotations=labels, progress=progress, echo=echo)
-    try:
-        return fit(videos, recipe, str(clip_path), run_dir, **kwargs).model
-    except RunDirTaken:
-        shutil.rmtree(run_dir)
-        return fit(videos, recipe, str(clip_path), run_dir, **kwargs).model
+    runs = []
+    for method in methods:
+        recipe = load_recipe(cfg.recipes[method], cfg.recipe_changes.get(method))
+        labels = train_split.annotations if method in cfg.labelled else None
+        run = FitRun(list(train_split.videos), recipe, str(clip_path), out / "runs" / method, features=features,
+                     corpus=corpus, annotations=labels)
+        try:
+            check_run_dir(run)
+        except RunDirTaken:
+            shutil.rmtree(run.out)
+        runs.append(run)
+    results = fit_many(runs, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
+    return {m: r.model for m, r in zip(methods, results)}
 
 
 def _random_row(moments, *, seed: int, **_) -> list:
@@ -272,9 +311,21 @@ def _clip_training_free_row(moments, *, store, clip, **_) -> list:
     return clip_training_free(store, moments, clip, top_k=1)
 
 
+def _training_free_row(name: str) -> Callable[..., list]:
+    def row(moments, *, store, clip, **_) -> list:
+        """A published training-free rule (Charades-STA constants: the demo's videos are 30-60 s)
+        on the same CLIP features and text embeddings as ``clip_training_free``; top-1 first."""
+        from zeroground.ground.training_free import training_free_rows
+
+        return training_free_rows(store, moments, clip, methods=(name,), setting="charades")[name]
+
+    return row
+
+
 #: The no-training rows, by name: ``(test moments, *, store, clip, seed) -> prediction records``.
 BASELINE_ROWS: dict[str, Callable[..., list]] = {
     "random": _random_row, "prior": _prior_row, "clip_training_free": _clip_training_free_row,
+    "tfvtg": _training_free_row("tfvtg"), "tag": _training_free_row("tag"),
 }
 
 
@@ -307,8 +358,8 @@ def results_table(rows: list[dict[str, Any]]):
         table.add_column(k, justify="right")
     for row in rows:
         m = row["method"]
-        kind = ("baseline" if m in BASELINES else "upper bound" if m.startswith("supervised")
-                else "")
+        kind = ("training-free, no LLM" if m == "tfvtg" else "training-free" if m == "tag"
+                else "baseline" if m in BASELINES else "upper bound" if m.startswith("supervised") else "")
         if m.endswith("_attention"):
             kind = (kind + ", " if kind else "") + "span from attention"
         elif m.endswith("_regression"):
@@ -332,8 +383,8 @@ def plot_timelines(path: Path, plans, moments, records: dict[str, list], methods
     by_video = {p.video: p for p in plans}
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(moments), size=min(n_queries, len(moments)), replace=False).tolist())
-    colours = {"clip_training_free": "tab:gray", "psvl": "tab:blue", "lfvmr": "tab:purple", "lfvmr_psvlnet": "tab:orange",
-               "supervised": "tab:green"}
+    colours = {"clip_training_free": "tab:gray", "tfvtg": "tab:pink", "tag": "tab:brown", "psvl": "tab:blue",
+               "lfvmr": "tab:purple", "lfvmr_psvlnet": "tab:orange", "supervised": "tab:green"}
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), squeeze=False)
     for ax, qi in zip(axes[:, 0], picks):
         m = moments[qi]

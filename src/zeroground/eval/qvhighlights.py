@@ -26,7 +26,9 @@ import numpy as np
 
 from zeroground.errors import ZerogroundError
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # the evaluator's thresholds (float values as linspace makes them)
+# The evaluator's thresholds: linspace(0.5, 0.95, 10) rounded to 2 decimals, as it rounds them
+# (unrounded, the 9th is 0.8999999999999999, which an IoU of 0.8999999999999999 would pass).
+IOU_THRESHOLDS = np.round(np.linspace(0.5, 0.95, 10), 2)
 MAX_PRED_WINDOWS = 10
 LENGTH_RANGES = {"short": (0.0, 10.0), "middle": (10.0, 30.0), "long": (30.0, 150.0), "full": (0.0, 150.0)}
 

@@ -136,7 +136,7 @@ def _resolved(plan: _Plan) -> dict[str, Any]:
             "resolved": to_dict(plan.recipe.recipe)}
 
 
-def _claim_run_dir(out: Path, plan: _Plan) -> None:
+def _claim_run_dir(out: Path, plan: _Plan, write: bool = True) -> None:
     """Write RUN_DIR/recipe.yaml, or check that the run already there is this one."""
     text = yaml.safe_dump(_resolved(plan), sort_keys=False)
     path = out / RECIPE_FILE
@@ -145,8 +145,18 @@ def _claim_run_dir(out: Path, plan: _Plan) -> None:
             raise RunDirTaken(f"{out} holds a fit run with another recipe, encoder or annotations ({path}); "
                            "pick a new --out, or delete it to start over")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+
+
+def check_run_dir(run: "FitRun") -> None:
+    """Raise :class:`RunDirTaken` when ``run.out`` holds a fit run of another recipe, encoder
+    or annotations (what :func:`fit` would refuse); write nothing."""
+    out = Path(run.out)
+    plan = _plan(run.videos, run.recipe, str(run.encoder), out, run.features, run.corpus, run.annotations,
+                 run.overrides)
+    _claim_run_dir(out, plan, write=False)
 
 
 def train_config(plan: _Plan, train_file: Path, query_vectors: Path | None) -> TrainConfig:
@@ -224,6 +234,31 @@ def _true_labels(plan: _Plan, out: Path, *, clip: Any, skipped: list[str]) -> tu
     return plan.annotations, target
 
 
+@dataclass
+class FitRun:
+    """The arguments of one :func:`fit`, for :func:`fit_many`."""
+
+    videos: Sequence[str | Path]
+    recipe: str | Path | LoadedRecipe
+    encoder: str | Path
+    out: str | Path
+    features: str | Path | None = None
+    corpus: str | Path | None = None
+    annotations: str | Path | None = None
+    overrides: dict[str, Any] | None = None
+
+
+@dataclass
+class _Prepared:
+    out: Path
+    plan: _Plan
+    say: Callable[[str], None]
+    stage: Callable[[str], None]
+    skipped: list[str]
+    files: list[Path]
+    cfg: TrainConfig | None  # None: the run's model is already complete
+
+
 def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder: str | Path, out: str | Path, *,
         features: str | Path | None = None, corpus: str | Path | None = None,
         annotations: str | Path | None = None, overrides: dict[str, Any] | None = None,
@@ -238,22 +273,44 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
     ``engine="ray"``: extraction (Ray Data, shards merged into ``features.h5``), the
     pseudo-labels' per-video work and the members' trainings run on Ray -- the cluster at
     ``address`` or a local one on all cores, started once for the whole run."""
-    if engine not in ("local", "ray"):
+    run = FitRun(videos, recipe, encoder, out, features, corpus, annotations, overrides)
+    return fit_many([run], engine=engine, address=address, progress=progress, echo=echo)[0]
+
+
+def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | None = None,
+             progress: bool = True, echo: Callable[[str], None] | None = print,
+             alongside: Callable[[], Any] | None = None) -> list[FitResult]:
+    """Several :func:`fit` runs whose trainings share one pool of workers.
+
+    Every run's inputs are checked first; then each run's features and pseudo-labels are
+    made in turn (``engine="ray"``: extraction and the pseudo-labels' per-video work on
+    Ray); then the members of *all* runs are trained as one list of jobs of
+    :func:`zeroground.train.parallel.run_trainings` (``engine="ray"``: one Ray task per
+    member, ``train.num_threads`` threads each, on all local cores or the cluster at
+    ``address``; one cluster for the whole call); last each run's model is written. Each
+    member does the same work under every engine (its own seed and draw), so the models are
+    the same. ``alongside()``: other work of this process, done while the workers train
+    (local engine: before training). ``engine="auto"``: ray when installed."""
+    from zeroground.train.parallel import resolve_engine
+
+    engine = resolve_engine(engine)
+    if engine not in ("sequential", "ray"):
         raise FitError(f"unknown engine {engine!r}; choose local or ray")
     if address and engine != "ray":
         raise FitError("--address belongs to --engine ray")
-    out = Path(out)
-    plan = _plan(videos, recipe, str(encoder), out, features, corpus, annotations, overrides)
-    _claim_run_dir(out, plan)
-    if (out / (MODEL_DIR + ".done")).is_file() and (out / MODEL_DIR).is_dir():
-        engine = "local"  # nothing to do: no cluster to start
+    plans = [(Path(r.out), _plan(r.videos, r.recipe, str(r.encoder), Path(r.out), r.features, r.corpus,
+                                 r.annotations, r.overrides)) for r in runs]
+    for out, plan in plans:
+        _claim_run_dir(out, plan)
+    if all((out / (MODEL_DIR + ".done")).is_file() and (out / MODEL_DIR).is_dir() for out, _ in plans):
+        engine = "sequential"  # nothing to do: no cluster to start
     started = False
     if engine == "ray":
         from zeroground.features.ray_extract import init_ray
 
         started = init_ray(address)
     try:
-        return _fit(plan, out, progress=progress, echo=echo, engine=engine)
+        return _fit_many(plans, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
     finally:
         if started:
             import ray
@@ -261,7 +318,52 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
             ray.shutdown()
 
 
-def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] | None, engine: str) -> FitResult:
+def _fit_many(plans: list[tuple[Path, _Plan]], *, engine: str, address: str | None, progress: bool,
+              echo: Callable[[str], None] | None, alongside: Callable[[], Any] | None) -> list[FitResult]:
+    sequential = engine == "sequential"
+    prepared = [_prepare(out, plan, progress=progress, echo=echo, engine="local" if sequential else engine)
+                for out, plan in plans]
+    todo = [p for p in prepared if p.cfg is not None]
+    for p in todo:
+        r = p.plan.recipe.recipe
+        p.stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else "")
+                + ("" if sequential else f" as {engine} tasks"))
+    trained: dict[int, Path] = {}
+    if todo:
+        from zeroground.train.members import join_members, member_jobs
+        from zeroground.train.parallel import run_trainings
+
+        jobs, owners, index = [], [], []
+        for p in todo:
+            mine = member_jobs(p.cfg, p.out / "train", resume=True, progress=progress and sequential)
+            jobs += mine
+            owners += [p] * len(mine)
+            index += range(len(mine))
+        if echo is not None and not sequential:
+            echo(f"[fit] {len(jobs)} member trainings of {len(todo)} run(s) as {engine} tasks")
+        # a Ray task asks for as many CPUs as it uses threads; in this process train() sets its own
+        threads = None if sequential else max(p.cfg.train.num_threads or 1 for p in todo)
+        count = [0]
+
+        def finished(i: int) -> None:
+            count[0] += 1
+            seed = owners[i].cfg.train.seed + index[i]
+            owners[i].say(f"member {index[i] + 1}/{owners[i].cfg.train.ensemble} (seed {seed}) trained"
+                          f" ({count[0]}/{len(jobs)} of all runs)")
+
+        done = run_trainings(jobs, engine=engine, num_threads=threads, address=address, on_done=finished,
+                             alongside=alongside)
+        for p in todo:
+            trained[id(p)] = join_members(p.cfg, p.out / "train", [d for d, o in zip(done, owners) if o is p])
+    elif alongside is not None:
+        alongside()
+    return [_finish(p, trained[id(p)]) if p.cfg is not None else
+            FitResult(p.out, p.out / MODEL_DIR, p.plan.features, [], ["all"]) for p in prepared]
+
+
+def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], None] | None,
+             engine: str = "local") -> _Prepared:
+    """The features and (pseudo-)labels stages of a claimed run directory; the training config."""
     from zeroground.pseudo.label import vectors_path_for
 
     r = plan.recipe.recipe
@@ -280,7 +382,7 @@ def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] 
     final = out / MODEL_DIR
     if (out / (MODEL_DIR + ".done")).is_file() and final.is_dir():
         say(f"{final} is complete; nothing to do")
-        return FitResult(out, final, plan.features, [], ["all"])
+        return _Prepared(out, plan, say, stage, ["all"], [], None)
 
     stage("features")
     if plan.video_paths:
@@ -315,14 +417,13 @@ def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] 
     else:
         first, vectors = _true_labels(plan, out, clip=clip, skipped=skipped)
         files = [first]
+    return _Prepared(out, plan, say, stage, skipped, files, train_config(plan, files[0], vectors))
 
-    stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else ""))
-    cfg = train_config(plan, files[0], vectors)
-    trained = train_ensemble(cfg, out / "train", resume=True, progress=progress and engine == "local", log=None,
-                             on_member=lambda k: say(f"member {k + 1}/{r.train.ensemble} (seed {r.train.seed + k})"),
-                             engine=engine)
 
-    stage("model")
+def _finish(p: _Prepared, trained: Path) -> FitResult:
+    """The model stage: the trained model (or ensemble) copied to ``RUN_DIR/model`` atomically."""
+    out, final = p.out, p.out / MODEL_DIR
+    p.stage("model")
     tmp = out / (MODEL_DIR + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -331,5 +432,5 @@ def _fit(plan: _Plan, out: Path, *, progress: bool, echo: Callable[[str], None] 
         shutil.rmtree(final)
     tmp.rename(final)
     atomic_write_text(out / (MODEL_DIR + ".done"), "complete\n")
-    say(f"model written to {final}")
-    return FitResult(out, final, plan.features, files, skipped)
+    p.say(f"model written to {final}")
+    return FitResult(out, final, p.plan.features, p.files, p.skipped)

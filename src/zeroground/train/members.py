@@ -4,8 +4,10 @@ Member k of a run is the same recipe with seed ``train.seed + k``; with ``train.
 it also trains on its own pseudo-label draw (:func:`draw_path`). Each member is an
 ordinary training run in ``RUN_DIR/member_<k>`` (checkpointed, resumable), so members can
 run anywhere -- one after another here, or as separate tasks (:func:`train_member` is the
-unit of work) -- and :func:`train_ensemble` joins them into ``RUN_DIR/model``. With one
-member the run *is* the member: ``RUN_DIR`` itself, as ``zeroground train`` always wrote.
+unit of work; :func:`member_jobs` makes them jobs of :func:`zeroground.train.parallel.run_trainings`,
+``engine="ray"``: one process per member) -- and :func:`join_members` joins them into
+``RUN_DIR/model``. With one member the run *is* the member: ``RUN_DIR`` itself, as
+``zeroground train`` always wrote.
 """
 
 from __future__ import annotations
@@ -90,57 +92,76 @@ def load_run_config(out: str | Path) -> TrainConfig:
     return load_config(path, TrainConfig)
 
 
-def _member_job(cfg: TrainConfig, member_index: int, out: str, resume: bool) -> str:
-    """One member as an independent job (a Ray task): a retried job -- its worker was
-    killed -- continues from the member's own last checkpoint."""
+def _member_job(cfg: TrainConfig, member_index: int, out: str, resume: bool, progress: bool = False) -> str:
+    """One member as a job of :func:`zeroground.train.parallel.run_trainings` (a Ray task): a
+    retried job -- its worker was killed -- continues from the member's own last checkpoint."""
     from zeroground.train.loop import CHECKPOINT_FILE
 
     started = (member_dir(out, cfg, member_index) / CHECKPOINT_FILE).is_file()
-    return str(train_member(cfg, member_index, out, resume=resume or started, progress=False, log=None))
+    return str(train_member(cfg, member_index, out, resume=resume or started, progress=progress, log=None))
 
 
-def train_ensemble(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
-                   log: Callable[[str], None] | None = print,
-                   on_member: Callable[[int], None] | None = None, engine: str = "local",
-                   address: str | None = None) -> Path:
-    """Train every member of ``cfg`` (``train.ensemble``), then join them: ``out/model``.
+def member_jobs(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = False) -> list:
+    """One :data:`zeroground.train.parallel.Job` per member of ``cfg``, in member order; the
+    same per-member work :func:`train_member` does (seed + k, its own draw when bagging)."""
+    from zeroground.train.loop import CHECKPOINT_FILE
 
-    ``engine="ray"``: the members run side by side as Ray tasks, one process each with
-    ``train.num_threads`` threads (:func:`zeroground.train.parallel.run_trainings`), on the
-    cluster at ``address`` or a local one on all cores; the same weights as ``"local"``
-    (one after the other here), since each member sets its own seeds and threads."""
     check_members(cfg)
-    out = Path(out)
+    taken = [k for k in range(cfg.train.ensemble) if (member_dir(out, cfg, k) / CHECKPOINT_FILE).exists()]
+    if taken and not resume:  # what train() would say, before any worker starts
+        raise TrainingDataError(f"{member_dir(out, cfg, taken[0])} already holds a training run: pass "
+                                f"--resume {out} to continue it, or pick a new --out")
+    for k in range(cfg.train.ensemble):
+        member_config(cfg, k)  # a missing bagging draw fails here, not in a worker
+    _start_run(cfg, Path(out))
+    return [(_member_job, {"cfg": cfg, "member_index": k, "out": str(out), "resume": resume, "progress": progress})
+            for k in range(cfg.train.ensemble)]
+
+
+def _start_run(cfg: TrainConfig, out: Path) -> None:
     if cfg.train.ensemble > 1:  # the members' configs are in member_<k>/; this is the whole run's
         from zeroground.config import save_config
 
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    members = []
-    if engine == "ray":
-        from zeroground.train.loop import CHECKPOINT_FILE
-        from zeroground.train.parallel import run_trainings
 
-        taken = [k for k in range(cfg.train.ensemble) if (member_dir(out, cfg, k) / CHECKPOINT_FILE).exists()]
-        if taken and not resume:  # what train() would say, before any worker starts
-            raise TrainingDataError(f"{member_dir(out, cfg, taken[0])} already holds a training run: pass "
-                                    f"--resume {out} to continue it, or pick a new --out")
-        for k in range(cfg.train.ensemble):
-            member_config(cfg, k)  # a missing bagging draw fails here, not in a worker
-        jobs = [(_member_job, {"cfg": cfg, "member_index": k, "out": str(out), "resume": resume})
-                for k in range(cfg.train.ensemble)]
-        members = [Path(p) for p in run_trainings(jobs, engine="ray", num_threads=cfg.train.num_threads or 1,
-                                                  address=address)]
-    else:
-        for k in range(cfg.train.ensemble):
-            if on_member is not None:
-                on_member(k)
-            members.append(train_member(cfg, k, out, resume=resume, progress=progress, log=log))
+
+def join_members(cfg: TrainConfig, out: str | Path, members: list[str | Path]) -> Path:
+    """The run's model from its trained members: the member itself (one), else ``out/model``,
+    an ensemble directory of them."""
     if cfg.train.ensemble == 1:
-        return members[0]
+        return Path(members[0])
     from zeroground.model.ensemble import save_ensemble_dir
 
-    target = out / "model"
+    target = Path(out) / "model"
     if target.exists():
         shutil.rmtree(target)
-    return save_ensemble_dir(target, members)
+    return save_ensemble_dir(target, [Path(m) for m in members])
+
+
+def train_ensemble(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+                   log: Callable[[str], None] | None = print,
+                   on_member: Callable[[int], None] | None = None,
+                   engine: str = "sequential", address: str | None = None) -> Path:
+    """Train every member of ``cfg`` (``train.ensemble``), then join them: ``out/model``.
+
+    ``engine="ray"``: the members run side by side as Ray tasks, one process each with
+    ``train.num_threads`` threads (:func:`zeroground.train.parallel.run_trainings`; a local
+    cluster on all cores unless ``address``); the same members as one after the other."""
+    check_members(cfg)
+    out = Path(out)
+    if engine not in ("sequential", "local"):
+        from zeroground.train.parallel import run_trainings
+
+        if log is not None:
+            log(f"training {cfg.train.ensemble} member(s) as {engine} tasks")
+        members = run_trainings(member_jobs(cfg, out, resume=resume), engine=engine,
+                                num_threads=cfg.train.num_threads or 1, address=address)
+        return join_members(cfg, out, members)
+    _start_run(cfg, out)
+    members = []
+    for k in range(cfg.train.ensemble):
+        if on_member is not None:
+            on_member(k)
+        members.append(train_member(cfg, k, out, resume=resume, progress=progress, log=log))
+    return join_members(cfg, out, members)

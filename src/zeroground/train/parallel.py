@@ -5,7 +5,7 @@ runs each job as a Ray task in a process of its own (``max_calls=1``: a fresh wo
 job, so no torch state leaks between members) with ``num_threads`` torch threads, on
 the local machine's cores by default or on the cluster at ``address``; a worker killed
 mid-job is retried (the training loop resumes from its checkpoint when the job function
-does). ``engine="sequential"`` runs them one after the other in this process. With the
+does). ``engine="sequential"`` (or ``"local"``) runs them one after the other in this process. With the
 same seeds both give the same weights: each job sets its own seeds and threads.
 """
 
@@ -17,28 +17,64 @@ from typing import Any, Callable, Sequence
 from zeroground.errors import ZerogroundError
 
 Job = tuple[Callable[..., Any], dict[str, Any]]
-ENGINES = ("sequential", "local", "ray")  # "local" = "sequential": one after the other, in this process
+ENGINES = ("sequential", "local", "ray")  # "local" = "sequential" (the name `--engine local` uses)
 
 
 class ParallelTrainingError(ZerogroundError, RuntimeError):
     """A bad engine, or a job that failed (the message names it)."""
 
 
-def _run_job(fn: Callable[..., Any], kwargs: dict[str, Any], num_threads: int | None) -> Any:
+def _run_job(fn: Callable[..., Any], kwargs: dict[str, Any], num_threads: int | None, cwd: str | None = None) -> Any:
+    """One job with ``num_threads`` torch threads; the process's thread count is restored after
+    it (in this process the sequential engine leaves what follows as a fresh Ray worker would).
+    ``cwd``: the driver's working directory, entered when it exists here (a worker on the same
+    machine then reads relative paths as the driver does)."""
+    import os
+
     import torch
 
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    return fn(**kwargs)
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+    before = torch.get_num_threads()
+    try:
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        return fn(**kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_engine(engine: str) -> str:
+    """``auto`` → ``ray`` when Ray is installed, else ``sequential``; ``local`` → ``sequential``;
+    any other name as given."""
+    if engine != "auto":
+        return "sequential" if engine == "local" else engine
+    import importlib.util
+
+    return "ray" if importlib.util.find_spec("ray") is not None else "sequential"
 
 
 def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: int | None = 1,
-                  address: str | None = None, retries: int = 2) -> list[Any]:
-    """Run every job; results in the order of ``jobs``."""
+                  address: str | None = None, retries: int = 2,
+                  on_done: Callable[[int], None] | None = None,
+                  alongside: Callable[[], Any] | None = None) -> list[Any]:
+    """Run every job; results in the order of ``jobs``. ``on_done(i)`` is called as job ``i``
+    finishes (in the order they finish under Ray). ``alongside()``: other work of this process,
+    done while the Ray workers train (sequential engine: before the jobs)."""
     if engine not in ENGINES:
         raise ParallelTrainingError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if not jobs or engine in ("sequential", "local"):
+        if alongside is not None:
+            alongside()
+    if not jobs:
+        return []
     if engine in ("sequential", "local"):
-        return [_run_job(fn, kw, num_threads) for fn, kw in jobs]
+        results = []
+        for i, (fn, kw) in enumerate(jobs):
+            results.append(_run_job(fn, kw, num_threads))
+            if on_done is not None:
+                on_done(i)
+        return results
     from zeroground.features.ray_extract import init_ray
 
     import ray
@@ -46,14 +82,24 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
     started = init_ray(address)
     try:
         remote = ray.remote(num_cpus=num_threads or 1, max_calls=1, max_retries=retries)(_run_job)
-        refs = [remote.remote(fn, kw, num_threads) for fn, kw in jobs]
-        out = []
-        for i, ref in enumerate(refs):
+        import os
+
+        refs = [remote.remote(fn, kw, num_threads, os.getcwd()) for fn, kw in jobs]
+        if alongside is not None:
+            alongside()
+        index = {ref: i for i, ref in enumerate(refs)}
+        out: dict[int, Any] = {}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            i = index[ready[0]]
             try:
-                out.append(ray.get(ref))
+                out[i] = ray.get(ready[0])
             except ray.exceptions.RayError as exc:
                 raise ParallelTrainingError(f"training job {i} failed: {exc}") from None
-        return out
+            if on_done is not None:
+                on_done(i)
+        return [out[i] for i in range(len(refs))]
     finally:
         if started:
             ray.shutdown()
