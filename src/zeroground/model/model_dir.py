@@ -161,6 +161,17 @@ def _unwrap_checkpoint(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return obj
 
 
+def read_checkpoint(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a ``torch.save``d checkpoint of the seeds' code (name → tensor)."""
+    if not checkpoint.is_file():
+        raise ModelDirError(f"checkpoint not found: {checkpoint}")
+    try:
+        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise ModelDirError(f"{checkpoint}: cannot read as a PyTorch checkpoint: {exc}") from exc
+    return _unwrap_checkpoint(raw, str(checkpoint))
+
+
 def config_from_psvl_state(state: dict[str, torch.Tensor], **overrides: Any) -> ModelConfig:
     """Read the sizes of a PSVL checkpoint off its tensors (so other feature dims import too)."""
     def shape(name: str) -> tuple[int, ...]:
@@ -212,13 +223,7 @@ def import_psvl(checkpoint: str | Path, train_annotations: str | Path, out: str 
     if given, is checked against the checkpoint.
     """
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ModelDirError(f"checkpoint not found: {checkpoint}")
-    try:
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise ModelDirError(f"{checkpoint}: cannot read as a PyTorch checkpoint: {exc}") from exc
-    state = _unwrap_checkpoint(raw, str(checkpoint))
+    state = read_checkpoint(checkpoint)
     vocab = build_vocab(read_training_tokens(train_annotations))
     rows = tuple(state.get("query_encoder.embedding.weight", torch.empty(0, 0)).shape)[0]
     if rows and rows != len(vocab):
@@ -244,13 +249,7 @@ def import_lfvmr(checkpoint: str | Path, out: str | Path, video_dim: int | None 
     feature widths the user means to evaluate with, and a tensor that does not fit them is
     named in the error. ``text_encoder`` is recorded for embedding test sentences."""
     checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ModelDirError(f"checkpoint not found: {checkpoint}")
-    try:
-        raw = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise ModelDirError(f"{checkpoint}: cannot read as a PyTorch checkpoint: {exc}") from exc
-    state = _unwrap_checkpoint(raw, str(checkpoint))
+    state = read_checkpoint(checkpoint)
     try:
         cfg = lfvmr_config_from_state_dict(state)
     except KeyError as exc:
