@@ -14,6 +14,7 @@ import typer
 from zeroground.cli.app import CommandLineError, app
 
 _QUERY_ENCODERS = "tokens, clip"  # keys of zeroground.model.QUERY_ENCODERS (kept literal: --help stays instant)
+_ARCHITECTURES = "psvl, lfvmr"  # keys of zeroground.model.architectures.ARCHITECTURES (model.architecture)
 
 
 
@@ -74,7 +75,8 @@ def train_cmd(
         "each with train.num_threads threads). Default: ray with --sweep, else local.")),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: Ray cluster address (default: a local one on all cores)."),
 ) -> None:
-    """Train a grounding model (query encoders: tokens, clip), or train.ensemble members of it. Final model → OUT/model."""
+    """Train a grounding model (model.architecture: psvl, lfvmr; psvl's query encoders: tokens, clip), or
+    train.ensemble members of it. Final model → OUT/model."""
     from zeroground.config import parse_overrides
     from zeroground.train.config import load_train_config
     from zeroground.train.members import load_run_config, train_ensemble

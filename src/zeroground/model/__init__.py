@@ -1,10 +1,14 @@
-"""The grounding model (PSVL's cross-modality two-stage attention network).
+"""The grounding models: PSVL's cross-modality two-stage attention network and the seed LFVMR's
+network (``ARCHITECTURES``, chosen by ``model.architecture``).
 
 Importing this package does not import the trainer (``zeroground.train``).
 """
 
+from zeroground.model.architectures import ARCHITECTURES, build_model
+from zeroground.model.config import LFVMRConfig
 from zeroground.model.model_dir import (
     ModelDirError,
+    import_lfvmr,
     import_psvl,
     load_model_dir,
     read_model_config,
@@ -22,6 +26,7 @@ from zeroground.model.psvl import (
 )
 
 __all__ = [
+    "ARCHITECTURES", "build_model", "LFVMRConfig", "import_lfvmr",
     "QUERY_ENCODERS", "GroundingModel", "ModelConfig", "QueryBatch", "grounding_loss", "attention_spans",
     "save_model_dir", "load_model_dir", "read_model_config", "import_psvl", "ModelDirError",
     "predict_spans", "SpanPredictions", "query_batch", "check_feature_dim",
