@@ -72,3 +72,13 @@ def small_library(tmp_path_factory):
     world = make_world(root / "world", "test", 6, seed=0, cfg=cfg)
     index_videos([root / "world" / "videos"], root / "lib", str(shipped_tiny_clip()), progress=False)
     return root / "lib", world
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local 2-CPU Ray cluster for one test module (the tests that run Ray tasks)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -27,15 +27,6 @@ FPS, BATCH = 2.0, 3
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny", seed=1)
 

@@ -25,15 +25,6 @@ STATS = VerbStats(pairs={"door": {"open": 3, "close": 2}, "cup": {"hold": 2, "ta
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """12 videos of CLIP image features of the tiny CLIP's space: each a few steady scenes,
     every scene near one noun's text embedding (so tagging finds nouns), plus noise."""

@@ -27,15 +27,6 @@ def videos(tmp_path_factory):
     return out / "videos"
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_fit_on_ray_gives_the_model_of_one_process(videos, ray_cluster, tmp_path):
     runs = {}
     for engine in ("local", "ray"):

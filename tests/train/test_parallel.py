@@ -36,15 +36,6 @@ def test_two_members_on_ray_equal_sequential(tmp_path):
         sweep_jobs(base, [{"name": "a"}, {"name": "a"}], tmp_path)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _same_weights(a, b) -> bool:
     wa, wb = load_file(f"{a}/weights.safetensors"), load_file(f"{b}/weights.safetensors")
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
