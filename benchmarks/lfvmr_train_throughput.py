@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 
 import torch
+
+from interleaved import speed_summary, time_interleaved  # benchmarks/interleaved.py
 
 
 def make_batch(batch: int, segments: int, dim: int, clip_dim: int, candidates: int, seed: int):
@@ -101,35 +102,11 @@ def main(argv: list[str] | None = None) -> dict:
         m(feats, mask, text)
         return time.perf_counter() - t, time.process_time() - c
 
-    times: dict[str, dict[str, list[tuple[float, float]]]] = {n: {"train": [], "eval": []} for n in names}
-    for i in range(warmup + steps):
-        for n in names:
-            dt = train_step(n)
-            if i >= warmup:
-                times[n]["train"].append(dt)
-            print(f"train {n:9s} step {i}: {dt[0]:.2f} s wall, {dt[1]:.2f} s cpu", file=sys.stderr)
-    for i in range(1 + steps):
-        for n in names:
-            dt = eval_step(n)
-            if i >= 1:
-                times[n]["eval"].append(dt)
-
-    med = {n: {k: statistics.median(x[0] for x in v) for k, v in times[n].items()} for n in names}
-    cpu = {n: {k: statistics.median(x[1] for x in v) for k, v in times[n].items()} for n in names}
-    result = {
-        "train_samples_per_s": round(a.batch / med["fast"]["train"], 2),
-        "eval_queries_per_s": round(a.batch / med["fast"]["eval"], 2),
-        "median_train_step_s": round(med["fast"]["train"], 3),
-        "reference_train_samples_per_s": round(a.batch / med["reference"]["train"], 2),
-        "reference_eval_queries_per_s": round(a.batch / med["reference"]["eval"], 2),
-        "reference_median_train_step_s": round(med["reference"]["train"], 3),
-        "train_speedup": round(med["reference"]["train"] / med["fast"]["train"], 2),
-        "eval_speedup": round(med["reference"]["eval"] / med["fast"]["eval"], 2),
-        "train_speedup_paired_median": round(statistics.median(
-            r[0] / f[0] for r, f in zip(times["reference"]["train"], times["fast"]["train"])), 2),
-        "train_speedup_cpu_time": round(cpu["reference"]["train"] / cpu["fast"]["train"], 2),
-        "speedup_vs_seed_code_measured": round((a.batch / med["fast"]["train"]) / 4.1, 2) if a.batch == 256 else None,
-    }
+    times = time_interleaved(names, train_step, eval_step, warmup, steps, steps)
+    result = speed_summary(times, a.batch)
+    # the seed's own code on this machine type: 4.1 samples/s (../shared/lfvmr/oracle/README.md)
+    fast_step = statistics.median(x[0] for x in times["fast"]["train"])
+    result["speedup_vs_seed_code_measured"] = round((a.batch / fast_step) / 4.1, 2) if a.batch == 256 else None
     result.update(check)
     result.update(batch=a.batch, threads=a.threads, timed_train_steps=steps, torch=torch.__version__)
     print(json.dumps(result))
