@@ -174,14 +174,13 @@ def make_batch(data: GroundingData, idx: np.ndarray, cfg: AnyModelConfig,
         seg = type(seg_parts[0])(*(np.concatenate([getattr(p, f) for p in seg_parts]) for f in
                                    ("video_feats", "video_mask", "start_index", "end_index", "guidance")))
         query = QueryBatch(vectors=torch.from_numpy(np.stack(cands)))  # [B, K, Dc]
-        spans = torch.from_numpy(data.spans[idx].astype(np.float32))
-        return TorchBatch(torch.from_numpy(seg.video_feats), torch.from_numpy(seg.video_mask), query,
-                          spans[:, 0].contiguous(), spans[:, 1].contiguous(), torch.from_numpy(seg.guidance))
-    seg = segment_batch([data.video(int(i)) for i in vids], data.spans[idx], cfg.num_segments, rng, cfg.gt_end_fallback)
-    if data.ids is not None:
-        query = QueryBatch(ids=torch.from_numpy(data.ids[idx]))
     else:
-        query = QueryBatch(vectors=torch.from_numpy(np.ascontiguousarray(data.vectors[idx], dtype=np.float32)))
+        seg = segment_batch([data.video(int(i)) for i in vids], data.spans[idx], cfg.num_segments, rng,
+                            cfg.gt_end_fallback)
+        if data.ids is not None:
+            query = QueryBatch(ids=torch.from_numpy(data.ids[idx]))
+        else:
+            query = QueryBatch(vectors=torch.from_numpy(np.ascontiguousarray(data.vectors[idx], dtype=np.float32)))
     spans = torch.from_numpy(data.spans[idx].astype(np.float32))  # reference: FloatTensor of the JSON floats
     return TorchBatch(torch.from_numpy(seg.video_feats), torch.from_numpy(seg.video_mask), query,
                       spans[:, 0].contiguous(), spans[:, 1].contiguous(), torch.from_numpy(seg.guidance))
