@@ -50,9 +50,9 @@ def random_model_dir(folder: Path, encoder: Path) -> Path:
     from zeroground.model import GroundingModel, ModelConfig, save_model_dir
 
     dim = load_clip(encoder).dim
-    cfg = ModelConfig(query_encoder="clip", video_dim=dim, clip_dim=dim, text_encoder=str(encoder))
+    cfg = ModelConfig(query_encoder="clip", video_dim=dim, clip_dim=dim)
     torch.manual_seed(0)
-    return save_model_dir(folder, GroundingModel(cfg), cfg)
+    return save_model_dir(folder, GroundingModel(cfg), cfg, text_encoder=str(encoder))
 
 
 def main() -> None:

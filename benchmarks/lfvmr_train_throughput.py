@@ -1,7 +1,7 @@
 """Training and evaluation throughput of the seed LFVMR network, reference-style vs fast.
 
 The seed's shape (batch 256, 128 segments × 1024-d video, 9 × 512-d candidate CLIP frames,
-SPEC §4–5): both implementations (``LFVMRConfig.impl = "reference"``: the packed GRU of the
+SPEC §4–5): both implementations (``LFVMRModel(cfg, impl="reference")``: the packed GRU of the
 seed's code; ``"fast"``: the default) get the same weights and the same random batch. The
 script first checks that they compute the same outputs and gradients, then times training
 steps (selector with Gumbel straight-through, noise, Adam, as the seed's loop) *interleaved*
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     from zeroground.train.noise import gaussian_noise
 
     torch.manual_seed(38)
-    models = {"reference": LFVMRModel(LFVMRConfig(impl="reference"))}
-    models["fast"] = LFVMRModel(LFVMRConfig(impl="fast"))
+    models = {"reference": LFVMRModel(LFVMRConfig(), impl="reference")}
+    models["fast"] = LFVMRModel(LFVMRConfig(), impl="fast")
     models["fast"].load_state_dict(models["reference"].state_dict())
     feats, mask, cands, text, start, end, guidance = make_batch(a.batch, 128, 1024, 512, 9, seed=0)
     names = ["reference", "fast"]

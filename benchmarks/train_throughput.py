@@ -1,6 +1,6 @@
 """Training and evaluation throughput of the PSVL grounding model, reference-style vs fast.
 
-Both implementations (``ModelConfig.impl = "reference"``: packed GRUs, nn.MultiheadAttention
+Both implementations (``GroundingModel(cfg, impl="reference")``: packed GRUs, nn.MultiheadAttention
 with its weights, a loop over non-local heads — the PSVL code's way; ``"fast"``: the
 default) get the same weights and the same random batch of the reference shape (batch
 256, 128 segments × 1024-d, 10 tokens, vocab 506). The script first checks that they
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     dev = a.device
     torch.manual_seed(38)
-    models = {"reference": GroundingModel(ModelConfig(impl="reference")).to(dev)}
-    models["fast"] = GroundingModel(ModelConfig(impl="fast")).to(dev)
+    models = {"reference": GroundingModel(ModelConfig(), impl="reference").to(dev)}
+    models["fast"] = GroundingModel(ModelConfig(), impl="fast").to(dev)
     models["fast"].load_state_dict(models["reference"].state_dict())
     feats, mask, ids, start, end, guidance = make_batch(a.batch, 128, 1024, 10, 506, seed=0, device=dev)
     names = ["fast"] if a.only_fast else ["reference", "fast"]

@@ -100,16 +100,16 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
     for method in TRAINED:
         model, cfg, vocab = load_model_dir(runs / method / "model")
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
-        assert cfg.span_readout == ("regression" if method == "lfvmr" else "attention")  # the recipes' read-out
+        assert model.readout.span == ("regression" if method == "lfvmr" else "attention")  # the recipes' read-out
         assert cfg.architecture == ("lfvmr" if method == "lfvmr" else "psvl")
         assert (vocab is not None) == (method == "psvl")
         # the pseudo-supervised models are seed ensembles (train.ensemble), the upper bound one model
-        members = [m.cfg.span_readout for m in getattr(model, "members", [])]
+        members = list(getattr(model, "members", []))
         assert len(members) == (2 if method in ("psvl", "lfvmr_psvlnet") else 0)
         if members:
             assert sorted(p.name for p in (runs / method / "train").glob("member_*")) == ["member_0", "member_1"]
-        # PSVL's ensemble cuts its averaged attention higher (demo_psvl: model.attention_ratio 0.5)
-        assert cfg.attention_ratio == pytest.approx(0.5 if method == "psvl" else 1 / 3)
+        # PSVL's ensemble cuts its averaged attention higher (demo_psvl: readout.attention_ratio 0.5)
+        assert model.readout.attention_ratio == pytest.approx(0.5 if method == "psvl" else 1 / 3)
         assert (runs / method / "recipe.yaml").is_file()
     # bagging (demo_psvl: train.bagging): each PSVL member trained on its own pseudo-label draw
     draws = [runs / "psvl" / "pseudo" / "psvl.json", runs / "psvl" / "pseudo" / "psvl.draw1.json"]

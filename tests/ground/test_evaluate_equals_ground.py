@@ -56,14 +56,14 @@ def test_evaluate_and_ground_give_the_same_rank_1_span(world, tmp_path, query_en
     root, clip, feats = world
     model = {"video_dim": 64, "num_segments": 16, "embed_dim": 16, "query_gru_hidden": 16, "video_gru_hidden": 16,
              "hidden": 32, "fusion_layers": 1, "nonlocal_layers": 1, "clip_dim": 64, "clip_query_len": 2,
-             "query_encoder": query_encoder, "span_readout": readout}
+             "query_encoder": query_encoder}
     data = {"train_annotations": str(root / "train.json"), "video_features": str(feats)}
+    train_section = {"epochs": 3, "batch_size": 8, "lr": 3e-3, "num_threads": 1, "plot": False,
+                     "localization_loss_weight": 10.0}
     if query_encoder == "clip":
-        model["text_encoder"] = str(clip)
+        train_section["text_encoder"] = str(clip)
         data["query_vectors"] = str(root / "train_vectors.npy")
-    cfg = from_dict(TrainConfig, {"model": model, "data": data,
-                                  "train": {"epochs": 3, "batch_size": 8, "lr": 3e-3, "num_threads": 1, "plot": False,
-                                            "localization_loss_weight": 10.0}})
+    cfg = from_dict(TrainConfig, {"model": model, "readout": {"span": readout}, "data": data, "train": train_section})
     model_dir = train(cfg, tmp_path / "run", progress=False, log=None)
     if readout == "regression":  # a 3-epoch head outputs ReLU zeros: lift it to spans that differ per query
         from safetensors.torch import load_file, save_file

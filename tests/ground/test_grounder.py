@@ -246,8 +246,8 @@ def test_ground_with_a_clip_query_model_dir(tiny, video, tmp_path):
     from zeroground.model import GroundingModel, predict_spans, save_model_dir
 
     torch.manual_seed(0)
-    cfg = _small_cfg(query_encoder="clip", text_encoder=str(tiny))
-    model_dir = save_model_dir(tmp_path / "m", GroundingModel(cfg), cfg)
+    cfg = _small_cfg(query_encoder="clip")
+    model_dir = save_model_dir(tmp_path / "m", GroundingModel(cfg), cfg, text_encoder=str(tiny))
     g = Grounder(model_dir, None, cache_dir=tmp_path / "c")  # encoder read from the model dir
     assert g.encoder_name == str(tiny)
     spans = g.ground(video, "a person opens the door", top_k=4)
@@ -272,8 +272,8 @@ def test_ground_with_a_seed_lfvmr_model_dir(tiny, video, tmp_path):
 
     torch.manual_seed(0)
     cfg = LFVMRConfig(video_dim=64, clip_dim=64, num_segments=16, hidden=32, video_gru_hidden=16, heads=2,
-                      selector_dim=16, selector_ff=16, text_encoder=str(tiny))
-    model_dir = save_model_dir(tmp_path / "m", LFVMRModel(cfg), cfg)
+                      selector_dim=16, selector_ff=16)
+    model_dir = save_model_dir(tmp_path / "m", LFVMRModel(cfg), cfg, text_encoder=str(tiny))
     g = Grounder(model_dir, None, cache_dir=tmp_path / "c")
     assert g.encoder_name == str(tiny)
     first = g.ground(video, "a person opens the door", top_k=1)[0]

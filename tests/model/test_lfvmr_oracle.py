@@ -18,9 +18,7 @@ ORACLE = SHARED_DIR / "lfvmr" / "oracle"
 
 def _model(impl: str = "fast") -> LFVMRModel:
     state = torch.load(SLICE / "lfvmr_reference_checkpoint.pth", map_location="cpu")
-    cfg = lfvmr_config_from_state_dict(state)
-    cfg.impl = impl
-    model = LFVMRModel(cfg)
+    model = LFVMRModel(lfvmr_config_from_state_dict(state), impl=impl)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -102,8 +102,8 @@ def test_fast_and_reference_training_steps_agree() -> None:
     cfg = dict(video_dim=24, hidden=16, embed_dim=8, query_gru_hidden=8, video_gru_hidden=8, vocab_size=30,
                num_segments=12, max_query_len=5)
     torch.manual_seed(0)
-    ref = GroundingModel(ModelConfig(impl="reference", **cfg))
-    fast = GroundingModel(ModelConfig(impl="fast", **cfg))
+    ref = GroundingModel(ModelConfig(**cfg), impl="reference")
+    fast = GroundingModel(ModelConfig(**cfg), impl="fast")
     fast.load_state_dict(ref.state_dict())
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(6, 12, 24, generator=gen)

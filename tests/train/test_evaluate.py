@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from zeroground.cli import app
 from zeroground.eval.metrics import tiou
-from zeroground.model import GroundingModel, ModelConfig, load_model_dir, predict_spans, save_model_dir
+from zeroground.model import GroundingModel, ModelConfig, Readout, load_model_dir, predict_spans, save_model_dir
 
 torch.set_num_threads(1)
 
@@ -129,33 +129,36 @@ def test_attention_readout_is_the_run_around_the_peak_on_a_hand_made_vector() ->
     # a lower ratio widens the run, never past the valid segments
     np.testing.assert_allclose(attention_spans(w, mask, ratio=0.2)[0].numpy(), [1 / 6, 5 / 6], atol=1e-7)
     np.testing.assert_allclose(attention_spans(w, mask, ratio=0.01)[0].numpy(), [0, 1], atol=1e-7)
-    with pytest.raises(ValueError, match="span_readout"):
-        ModelConfig(span_readout="peak")
+    with pytest.raises(ValueError, match="readout.span"):
+        Readout(span="peak")
+    with pytest.raises(ValueError, match="attention_ratio"):
+        Readout(attention_ratio=0.0)
 
 
-def test_span_readout_is_honoured_by_predict_spans_and_evaluate(tmp_path: Path) -> None:
+def test_the_readout_is_honoured_by_predict_spans_and_evaluate(tmp_path: Path) -> None:
     from zeroground.model import attention_spans
     from zeroground.train.evaluate import evaluate
 
     torch.manual_seed(0)
     cfg = ModelConfig(video_dim=8, num_segments=8, vocab_size=7, embed_dim=8, query_gru_hidden=8,
                       video_gru_hidden=8, hidden=8, fusion_layers=1, nonlocal_layers=1, nonlocal_heads=2,
-                      dropout=0.0, span_readout="attention")
-    assert ModelConfig().span_readout == "regression"  # the reference's behaviour by default
+                      dropout=0.0)
     model = GroundingModel(cfg).eval()
+    assert model.readout == Readout(span="regression")  # the reference's behaviour by default
+    model.readout = Readout(span="attention")
     vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "open": 4, "door": 5, "sit": 6}
     feats = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
     queries = [["open", "door"], ["sit"]]
     pred = predict_spans(model, cfg, vocab, feats, queries)
-    expected = attention_spans(torch.from_numpy(pred.attention), torch.from_numpy(pred.video_mask), cfg.attention_ratio)
+    expected = attention_spans(torch.from_numpy(pred.attention), torch.from_numpy(pred.video_mask), 1 / 3)
     np.testing.assert_allclose(pred.spans, expected.numpy(), atol=1e-6)
-    regression = ModelConfig(**{**cfg.__dict__, "span_readout": "regression"})
-    model.cfg = regression
-    assert not np.allclose(predict_spans(model, regression, vocab, feats, queries).spans, pred.spans)
-    model.cfg = cfg
+    model.readout = Readout(span="regression")
+    assert not np.allclose(predict_spans(model, cfg, vocab, feats, queries).spans, pred.spans)
+    model.readout = Readout(span="attention")
 
-    # through a model directory and ``zeroground evaluate``
+    # through a model directory (metadata.readout) and ``zeroground evaluate``
     save_model_dir(tmp_path / "model", model, cfg, vocab)
+    assert load_model_dir(tmp_path / "model")[0].readout == Readout(span="attention")
     (tmp_path / "feats").mkdir()
     np.save(tmp_path / "feats" / "v0.npy", feats)
     ann = tmp_path / "test.json"

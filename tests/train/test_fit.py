@@ -67,7 +67,8 @@ def test_fit_writes_every_stage_and_a_model_ground_uses(uninterrupted, videos):
     assert resolved["recipe"] == "demo_lfvmr_psvlnet" and resolved["resolved"]["train"]["epochs"] == 12
     cfg = yaml.safe_load((out / "model" / "config.yaml").read_text())
     assert cfg["metadata"]["ensemble_members"] == ["member_0", "member_1"]
-    assert cfg["model"]["text_encoder"] == str(shipped_tiny_clip())
+    assert cfg["metadata"]["text_encoder"] == str(shipped_tiny_clip()) and "text_encoder" not in cfg["model"]
+    assert cfg["metadata"]["readout"] == {"span": "attention", "attention_ratio": 1 / 3}  # the recipe's
     res = CliRunner().invoke(app, ["ground", str(videos / "train_0000.mp4"), "the person opens the door",
                                    "--model", str(out / "model"), "--cache-dir", str(out / "cache")])
     assert res.exit_code == 0, res.output

@@ -46,7 +46,8 @@ EVENTS = [("open", "door"), ("close", "door"), ("take", "cup"), ("put", "cup"), 
 PROPOSALS = dict(num_clusters=3, min_len=0.08, max_len=0.4, max_proposals=8, max_atoms=2)
 NETWORK = {"video_dim": DIM, "num_segments": 32, "embed_dim": 16, "query_gru_hidden": 16, "video_gru_hidden": 16,
            "hidden": 32, "fusion_layers": 1, "nonlocal_layers": 1, "clip_dim": DIM, "clip_query_len": 2,
-           "dropout": 0.0, "span_readout": "attention"}
+           "dropout": 0.0}
+READOUT = {"span": "attention"}
 OPTIM = {"epochs": 20, "batch_size": 8, "lr": 3e-3, "num_threads": 1, "plot": False, "seed": 0,
          "localization_loss_weight": 10.0}
 MARGIN = 0.10  # over the better baseline, R1@0.5 and mIoU
@@ -181,7 +182,8 @@ def run_bar(method: str, root: Path, train_world: World, test_world: World, *, s
         shuffle_queries(pseudo)
     if vectors_path_for(pseudo).is_file():
         data["query_vectors"] = str(vectors_path_for(pseudo))
-    cfg = from_dict(TrainConfig, {"model": {**NETWORK, **bar.model}, "data": data, "train": {**OPTIM, **bar.train}})
+    cfg = from_dict(TrainConfig, {"model": {**NETWORK, **bar.model}, "readout": READOUT, "data": data,
+                                  "train": {**OPTIM, **bar.train}})
     model_dir = train(cfg, out / "run", progress=False, log=None)
     net, mcfg, vocab = load_model_dir(model_dir)
     moments = test_world.moments

@@ -227,7 +227,7 @@ def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path)
 
     feats, ann = world
     clip_dir = make_tiny_clip(tmp_path / "clip", words=WORDS, proj_dim=16)
-    cfg = tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.freeze_word_vectors": True,
+    cfg = tiny_config(feats, ann, **{"train.word_vectors": str(clip_dir), "train.freeze_word_vectors": True,
                                      "train.epochs": 2, "train.plot": False, "train.word_dropout": 0.2})
     model_dir = train(cfg, tmp_path / "run", progress=False, log=None)
     model, _, vocab = load_model_dir(model_dir)
@@ -235,11 +235,11 @@ def test_word_vectors_start_the_embedding_and_stay_frozen(world, tmp_path: Path)
     emb = model.query_encoder.embedding.weight.detach().numpy()
     np.testing.assert_allclose(emb[[vocab["open"], vocab["door"]]], text * 4.0, atol=1e-5)  # sqrt(16) = 4
     with pytest.raises(TrainingDataError, match="embed_dim to 16"):
-        train(tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.embed_dim": 8}),
+        train(tiny_config(feats, ann, **{"train.word_vectors": str(clip_dir), "model.embed_dim": 8}),
               tmp_path / "bad", progress=False, log=None)
     with pytest.raises(TrainingDataError, match="only a token-query model"):
-        train(tiny_config(feats, ann, **{"model.word_vectors": str(clip_dir), "model.query_encoder": "clip",
-                                         "model.freeze_word_vectors": True}),
+        train(tiny_config(feats, ann, **{"train.word_vectors": str(clip_dir), "model.query_encoder": "clip",
+                                         "train.freeze_word_vectors": True}),
               tmp_path / "bad3", progress=False, log=None)
     with pytest.raises(TrainingDataError, match="word_dropout"):
         train(tiny_config(feats, ann, **{"train.word_dropout": 1.0}), tmp_path / "bad2", progress=False, log=None)

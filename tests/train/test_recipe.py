@@ -86,7 +86,7 @@ def test_train_config_from_a_recipe():
                                                      "train.epochs": 4})
     assert cfg.data.video_features == "f.h5" and cfg.train.epochs == 4 and cfg.train.ensemble == 3
     assert cfg.model.query_encoder == "clip" and cfg.train.query_noise == "lafite"
-    with pytest.raises(ConfigError, match="model.word_vectors=CLIP"):
+    with pytest.raises(ConfigError, match="train.word_vectors=CLIP"):
         recipe_train_config("demo_psvl", {"data.video_features": "f.h5"})
     with pytest.raises(ConfigError, match="vidoe_features"):
         recipe_train_config("demo_lfvmr_psvlnet", {"data.vidoe_features": "f.h5"})
@@ -128,13 +128,14 @@ PSVL_CHARADES_MODEL = {
     "query_encoder": "tokens", "video_dim": 1024, "num_segments": 128, "max_query_len": 10, "vocab_size": 506,
     "embed_dim": 300, "query_gru_hidden": 256, "video_gru_hidden": 256, "hidden": 256, "fusion_layers": 3,
     "fusion_heads": 1, "conv_kernel": 3, "nonlocal_layers": 2, "nonlocal_heads": 4, "nonlocal_dropout": 0.0,
-    "dropout": 0.5, "word_vectors": None, "span_readout": "regression",
+    "dropout": 0.5,
 }
 PSVL_TRAINING = {
     "epochs": 500, "batch_size": 256, "drop_last": True, "lr": 4e-4, "betas": [0.9, 0.999], "weight_decay": 0.0,
     "localization_loss_weight": 1.0, "seed": 38, "query_noise": "none", "word_dropout": 0.0,
-    "word_insertion": 0.0, "average_last_epochs": 0, "ensemble": 1, "bagging": False,
+    "word_insertion": 0.0, "average_last_epochs": 0, "ensemble": 1, "bagging": False, "word_vectors": None,
 }
+CLIP_B32 = {"text_encoder": "openai/clip-vit-base-patch32"}  # embeds the test sentences of CLIP-query models
 PSVL_PARAMETERS = 8_536_700  # SPEC: the 148 state-dict entries of the Charades checkpoint
 # ActivityNet: the same grounder and recipe on 500-d C3D (PCA) features (PSVL's ActivityNet loader).
 PAPER_MODELS = {
@@ -142,24 +143,22 @@ PAPER_MODELS = {
     "anet_psvl": {**PSVL_CHARADES_MODEL, "video_dim": 500},
     # zeroground's LFVMR variant: PSVL's network and training; the query is one 512-d CLIP ViT-B/32
     # vector (an image vector with Lafite noise in training, the sentence's text vector at test)
-    "charades_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "query_encoder": "clip", "clip_dim": 512,
-                               "text_encoder": "openai/clip-vit-base-patch32"},
-    "anet_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "video_dim": 500, "query_encoder": "clip", "clip_dim": 512,
-                           "text_encoder": "openai/clip-vit-base-patch32"},
+    "charades_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "query_encoder": "clip", "clip_dim": 512},
+    "anet_lfvmr_psvlnet": {**PSVL_CHARADES_MODEL, "video_dim": 500, "query_encoder": "clip", "clip_dim": 512},
 }
 # The seed LFVMR's Charades network (../shared/lfvmr/SPEC.md §4-§5: 4,273,283 parameters) and training (§7).
 PAPER_MODELS["charades_lfvmr"] = {
     "architecture": "lfvmr", "video_dim": 1024, "clip_dim": 512, "num_segments": 128, "pe_positions": 256,
     "video_gru_hidden": 256, "hidden": 256, "heads": 4, "cross_layers": 3, "self_layers": 2, "dropout": 0.5,
     "pe_dropout": 0.1, "num_candidates": 9, "selector_dim": 128, "selector_layers": 2, "selector_heads": 2,
-    "selector_ff": 128, "selector_dropout": 0.1, "text_encoder": "openai/clip-vit-base-patch32",
+    "selector_ff": 128, "selector_dropout": 0.1,
 }
 PAPER_TRAINING = {
-    "charades_lfvmr": {**PSVL_TRAINING, "query_noise": "gaussian", "query_noise_level": 0.04},
+    "charades_lfvmr": {**PSVL_TRAINING, "query_noise": "gaussian", "query_noise_level": 0.04, **CLIP_B32},
     "charades_psvl": PSVL_TRAINING,
     "anet_psvl": PSVL_TRAINING,
-    "charades_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1},
-    "anet_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1},
+    "charades_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1, **CLIP_B32},
+    "anet_lfvmr_psvlnet": {**PSVL_TRAINING, "query_noise": "lafite", "query_noise_level": 0.1, **CLIP_B32},
 }
 
 
@@ -173,6 +172,7 @@ def test_paper_recipes_equal_their_specs(name):
     model, train = to_dict(r.model), to_dict(r.train)
     assert {k: model[k] for k in PAPER_MODELS[name]} == PAPER_MODELS[name]
     assert {k: train[k] for k in PAPER_TRAINING[name]} == PAPER_TRAINING[name]
+    assert to_dict(r.readout) == {"span": "regression", "attention_ratio": 1 / 3}  # both papers read the regressor
     assert r.pseudo.method == name.split("_", 1)[1]  # psvl, lfvmr (spans only), lfvmr_psvlnet (+ vectors)
     if name == "charades_lfvmr":
         from zeroground.model.lfvmr import LFVMRModel

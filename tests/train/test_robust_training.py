@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.train.test_loop import make_world, tiny_config
-from zeroground.model import ModelDirError, attention_spans, load_model_dir, predict_spans
+from zeroground.model import ModelDirError, Readout, attention_spans, load_model_dir, predict_spans
 from zeroground.model.ensemble import EnsembleModel, save_ensemble_dir
 from zeroground.train.loop import TrainingInterrupted, insert_unknown_words, train
 
@@ -31,7 +31,7 @@ def two_models(world, tmp_path_factory) -> list[Path]:
     feats, ann = world
     root = tmp_path_factory.mktemp("members")
     return [train(tiny_config(feats, ann, **{"train.epochs": 2, "train.plot": False, "train.seed": s,
-                                             "model.span_readout": "attention"}),
+                                             "readout.span": "attention"}),
                   root / f"run{s}", progress=False, log=None) for s in (0, 1)]
 
 
@@ -126,22 +126,22 @@ def test_ensemble_averages_the_members_attention_and_reads_the_span_from_it(worl
     mean_att = (members[0].attention + members[1].attention) / 2
     got = predict_spans(model, cfg, vocab, video, queries)
     np.testing.assert_allclose(got.attention, mean_att, atol=1e-6)
+    assert model.readout == Readout(span="attention")  # the members' training config, via metadata.readout
     expected = attention_spans(torch.from_numpy(mean_att).double(), torch.from_numpy(got.video_mask),
-                               cfg.attention_ratio).numpy()
+                               model.readout.attention_ratio).numpy()
     np.testing.assert_allclose(got.spans, expected, atol=1e-6)
     # one video per query (no shared encoding) gives the same
     per_query = predict_spans(model, cfg, vocab, [video] * 3, queries)
     np.testing.assert_allclose(per_query.attention, got.attention, atol=1e-6)
     # the regression read-out averages the members' heads
-    cfg.span_readout = "regression"
+    model.readout = Readout(span="regression")
     reg = predict_spans(model, cfg, vocab, video, queries)
     for m in members:
         assert m.spans.shape == reg.spans.shape
     m_reg = []
     for m in two_models:
         mm, mc, mv = load_model_dir(m)
-        mc.span_readout = "regression"
-        mm.cfg.span_readout = "regression"
+        mm.readout = Readout(span="regression")
         m_reg.append(predict_spans(mm, mc, mv, video, queries).spans)
     np.testing.assert_allclose(reg.spans, (m_reg[0] + m_reg[1]) / 2, atol=1e-6)
 

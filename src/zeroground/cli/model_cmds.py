@@ -55,9 +55,9 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=(
         "Run directory (config, checkpoint, metrics.csv, plot, model/).")),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=(
-        "Training config YAML (TrainConfig: model, data, train). Not needed with --recipe or --resume.")),
+        "Training config YAML (TrainConfig: model, readout, data, train). Not needed with --recipe or --resume.")),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help=(
-        "Instead of --config: a recipe's model and training sections (see `zeroground recipes`); "
+        "Instead of --config: a recipe's model, readout and training sections (see `zeroground recipes`); "
         "give the data with --set data.video_features=... --set data.train_annotations=...")),
     resume: Optional[Path] = typer.Option(None, "--resume", help=(
         "Continue the killed run in RUN_DIR from its last checkpoint (uses its saved config).")),

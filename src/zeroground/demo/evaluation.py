@@ -33,14 +33,15 @@ def other_readout(readout: str) -> str:
 
 def predict_with_readout(model_dir: Path, store, moments, clip, readout: str) -> list:
     """Prediction records of a trained model with its span read-out set to ``readout``
-    (``ModelConfig.span_readout``), everything else as saved."""
+    (``Readout.span``), everything else (the attention ratio included) as saved."""
+    import dataclasses
+
     from zeroground.eval.predictions import PredictionRecord
     from zeroground.model import load_model_dir, predict_spans
     from zeroground.train.data import moment_queries
 
     model, mcfg, vocab = load_model_dir(model_dir)
-    mcfg.span_readout = readout
-    model.cfg.span_readout = readout
+    model.readout = dataclasses.replace(model.readout, span=readout)
     queries = moment_queries(moments, mcfg.query_encoder, "test annotations", clip)
     spans = predict_spans(model, mcfg, vocab, [store[m.video] for m in moments], queries).spans.astype(np.float64)
     return [PredictionRecord(video=m.video, query=m.sentence, duration=float(m.duration),

@@ -233,9 +233,9 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
             records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
                                                  out / "runs" / method / "test")
             if cfg.attention_readout:
-                from zeroground.model import read_model_config
+                from zeroground.model import model_readout, read_model_config
 
-                other = other_readout(read_model_config(model_dir)[0].span_readout)
+                other = other_readout(model_readout(read_model_config(model_dir)[1]).span)
                 records[f"{method}_{other}"] = predict_with_readout(model_dir, store, test_moments, clip, other)
                 order.append(f"{method}_{other}")
             seconds[method] = time.perf_counter() - tm

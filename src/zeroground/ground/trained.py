@@ -57,12 +57,12 @@ class TrainedModel:
 
     @property
     def encoder(self) -> str | None:
-        """The CLIP encoder recorded in the model directory (config or metadata), if any."""
+        """The CLIP encoder recorded in the model directory's metadata, if any."""
         meta = self.metadata or {}
         for key in ("encoder", "video_encoder", "features_encoder", "text_encoder"):
             if meta.get(key):
                 return str(meta[key])
-        return getattr(self.cfg, "text_encoder", None) or None
+        return None
 
     @property
     def encoder_record(self) -> dict:
@@ -157,4 +157,4 @@ class TrainedModel:
         q.vectors = None if q.vectors is None else q.vectors.to(self.device)
         with torch.no_grad():
             out = self.model.ground(v, mask, q)
-        return out["spans"][0].double().cpu().numpy()  # [2] normalised (ModelConfig.span_readout)
+        return out["spans"][0].double().cpu().numpy()  # [2] normalised (under the model's readout)

@@ -7,7 +7,9 @@
 
 Each entry pairs the config dataclass with the network class; every other part of
 zeroground builds a model through :func:`build_model` and reads the config's shared fields
-(``video_dim``, ``num_segments``, ``query_encoder``, ``clip_dim``, ``text_encoder``).
+(``video_dim``, ``num_segments``, ``query_encoder``, ``clip_dim``). A config holds the architecture
+only: the implementation (``impl``) is an argument of :func:`build_model`, the span read-out the
+network's ``readout`` attribute (``zeroground.model.config.Readout``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def architecture_of(cfg: Any) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def build_model(cfg: AnyModelConfig) -> nn.Module:
-    """The network of ``cfg.architecture``, freshly initialised (from torch's global RNG)."""
-    return architecture_of(cfg).network(cfg)
+def build_model(cfg: AnyModelConfig, impl: str = "fast") -> nn.Module:
+    """The network of ``cfg.architecture``, freshly initialised (from torch's global RNG);
+    ``impl``: "fast" (default) or "reference", two implementations of the same maths."""
+    return architecture_of(cfg).network(cfg, impl=impl)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class ClipQueryEncoder(nn.Module):
     """[B, Dc] CLIP-space vectors → (q [B, K, hidden], q_mask [B, K]) with K = clip_query_len."""
 
-    def __init__(self, cfg: "ModelConfig"):
+    def __init__(self, cfg: "ModelConfig", impl: str = "fast"):
+        """``impl``: every query encoder is built with (cfg, impl); this one has one implementation."""
         super().__init__()
         if cfg.clip_query_len < 1:
             raise ModelConfigError(f"clip_query_len must be ≥ 1, found {cfg.clip_query_len}")

@@ -1,5 +1,6 @@
-"""The grounding models' configurations (PSVL's and the seed LFVMR's) and the query side of a batch (no network code here,
-so every part of ``zeroground.model`` can import them without importing the network)."""
+"""The grounding models' configurations (PSVL's and the seed LFVMR's: the architecture only), the span read-out
+(``Readout``) and the query side of a batch (no network code here, so every part of ``zeroground.model`` can import
+them without importing the network)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SPAN_READOUTS = ("regression", "attention")
 
 
 class ModelConfigError(ConfigError):
-    """A model config whose values do not make a model (unknown read-out, sizes that do not divide)."""
+    """A model config whose values do not make a model (sizes that do not divide, unknown read-out)."""
 
 
 class ModelInputError(ZerogroundError, ValueError):
@@ -45,26 +46,10 @@ class ModelConfig:
     dropout: float = 0.5  # of the aggregation blocks
     clip_dim: int = 512  # CLIP embedding size (clip encoder)
     clip_query_len: int = 4  # query features made from one CLIP vector (clip encoder)
-    text_encoder: str | None = None  # CLIP model name/path used to embed sentences (clip models)
-    # Tokens encoder: initial word embeddings from this CLIP model's text encoder (path or hub
-    # id; zeroground.model.word_vectors), None = random as PSVL. Read only when training starts.
-    word_vectors: str | None = None
-    word_vector_prompt: str = "{}"
-    freeze_word_vectors: bool = False
-    impl: Literal["fast", "reference"] = "fast"
-    # How a span is read out at inference (``spans`` output): "regression" = the head's
-    # (start, end), as PSVL; "attention" = the run of segments around the temporal-attention
-    # peak whose weight stays >= attention_ratio x the peak (``attention_spans``).
-    span_readout: Literal["regression", "attention"] = "regression"
-    attention_ratio: float = 1 / 3
     # GT end segment when the end is not found among the positions (SPEC §2): PSVL's 127
     gt_end_fallback: ClassVar[str] = "last_segment"
 
     def __post_init__(self) -> None:
-        if self.span_readout not in SPAN_READOUTS:
-            raise ModelConfigError(f"unknown span_readout {self.span_readout!r}; choose one of {list(SPAN_READOUTS)}")
-        if not 0.0 < self.attention_ratio <= 1.0:
-            raise ModelConfigError(f"attention_ratio must be in (0, 1]; got {self.attention_ratio}")
         if self.hidden % max(1, self.nonlocal_heads):
             raise ModelConfigError(f"hidden={self.hidden} is not divisible by nonlocal_heads={self.nonlocal_heads}")
         if self.hidden % max(1, self.fusion_heads):
@@ -93,14 +78,9 @@ class LFVMRConfig:
     selector_heads: int = 2
     selector_ff: int = 128
     selector_dropout: float = 0.1
-    impl: Literal["fast", "reference"] = "fast"  # GRU path (zeroground.model.gru)
-    text_encoder: str | None = None  # CLIP model (path or hub id) that embeds test sentences
 
     # What the rest of zeroground reads off a model config (ModelConfig has them as fields):
     query_encoder: ClassVar[str] = "clip"  # the query is one CLIP-space vector
-    span_readout: ClassVar[str] = "regression"  # the seed reads the regressor's (start, end) ...
-    attention_ratio: ClassVar[float] = 1 / 3  # ... (the attention read-out is a diagnostic: demo rows)
-    word_vectors: ClassVar[None] = None
     gt_end_fallback: ClassVar[str] = "after_valid"  # GT end not found → n + 1 (SPEC §2)
 
     def __post_init__(self) -> None:
@@ -113,6 +93,34 @@ class LFVMRConfig:
         if self.num_candidates < 1:
             raise ModelConfigError(f"num_candidates must be >= 1; got {self.num_candidates}")
 
+
+
+IMPLS = ("fast", "reference")  # two implementations of the same maths (``impl=`` of build_model / load_model_dir)
+
+
+@dataclass
+class Readout:
+    """How a span is read out of the network at inference (its ``spans`` output): not part of the
+    architecture -- the same weights serve both -- so it lives in the model directory's metadata
+    (``metadata.readout``), chosen by the training config's ``readout`` section."""
+
+    # "regression": the head's (start, end), as PSVL and the seed LFVMR; "attention": the run of
+    # segments around the temporal-attention peak whose weight stays >= attention_ratio x the
+    # peak (``attention_spans``).
+    span: Literal["regression", "attention"] = "regression"
+    attention_ratio: float = 1 / 3
+
+    def __post_init__(self) -> None:
+        if self.span not in SPAN_READOUTS:
+            raise ModelConfigError(f"unknown readout.span {self.span!r}; choose one of {list(SPAN_READOUTS)}")
+        if not 0.0 < self.attention_ratio <= 1.0:
+            raise ModelConfigError(f"readout.attention_ratio must be in (0, 1]; got {self.attention_ratio}")
+
+
+def check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ModelConfigError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
+    return impl
 
 
 AnyModelConfig = Union[ModelConfig, LFVMRConfig]  # `model:` of a config: picked by `architecture`

@@ -30,15 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from zeroground.model.preprocess import SPECIAL_TOKENS, UNK
-from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, as_query_batch, read_out_spans
+from zeroground.model.psvl import GroundingModel, ModelConfig, QueryBatch, Readout, as_query_batch, read_out_spans
 
 MEMBERS_KEY = "ensemble_members"
-# Config fields that may differ between members: read-out settings and training-time-only inputs.
-_FREE_FIELDS = {"span_readout", "attention_ratio", "word_vectors", "word_vector_prompt", "freeze_word_vectors", "impl"}
 
 
 class EnsembleModel(nn.Module):
-    """Members sharing one :class:`ModelConfig`; outputs are the members' means.
+    """Members sharing one :class:`ModelConfig`; outputs are the members' means, and ``spans``
+    are read out of those means under the ensemble's ``readout`` (the members' own are unused).
 
     ``encode_video`` concatenates the members' encodings along the feature axis, so a
     video is encoded once and ``ground`` splits it back -- the same two-step use as
@@ -57,8 +56,7 @@ class EnsembleModel(nn.Module):
         self.register_buffer("id_maps", None if id_maps is None else
                              torch.stack([torch.as_tensor(m, dtype=torch.long) for m in id_maps]), persistent=False)
         self.cfg: ModelConfig = members[0].cfg
-        for m in members:
-            m.cfg = self.cfg  # one read-out setting for all (predict_with_readout changes it)
+        self.readout = Readout()
 
     def forward(self, video_feats: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
         video_mask = video_mask.reshape(video_mask.shape[0], -1).bool()
@@ -80,23 +78,18 @@ class EnsembleModel(nn.Module):
         weights = torch.stack([o["attention_weights"] for o in outs]).mean(0)  # [B, S]
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()
         return {"timestamps": timestamps, "attention_weights": weights,
-                "spans": read_out_spans(self.cfg, timestamps, weights, mask)}
-
-
-def _comparable(cfg: ModelConfig) -> dict[str, Any]:
-    from zeroground.config import to_dict
-
-    return {k: v for k, v in to_dict(cfg).items() if k not in _FREE_FIELDS}
+                "spans": read_out_spans(self.readout, timestamps, weights, mask)}
 
 
 def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
                       metadata: dict[str, Any] | None = None) -> Path:
     """Copy the model directories ``members`` into ``directory/member_<k>`` and write the
-    ensemble's config (the first member's, with ``metadata.ensemble_members``) and vocabulary.
+    ensemble's config (the first member's, with ``metadata.ensemble_members``; its read-out
+    among them) and vocabulary.
 
     Raises ``ModelDirError`` when a member is not a model directory, is itself an
-    ensemble, or differs from the first in model config (read-out settings aside, and the
-    vocabulary size where vocabularies differ) -- averaging such models would mix outputs
+    ensemble, or differs from the first in model config (the vocabulary size aside where
+    vocabularies differ) -- averaging such models would mix outputs
     that do not mean the same. Different vocabularies are joined (:func:`union_vocab`)."""
     import json
 
@@ -119,7 +112,7 @@ def save_ensemble_dir(directory: str | Path, members: Sequence[str | Path],
         vocabs.append(json.loads((m / VOCAB_FILE).read_text()) if (m / VOCAB_FILE).is_file() else None)
     shared_vocab = all(v == vocabs[0] for v in vocabs)
     for m, cfg in zip(members[1:], cfgs[1:]):
-        a, b = _comparable(cfgs[0]), _comparable(cfg)
+        a, b = to_dict(cfgs[0]), to_dict(cfg)
         diff = sorted(k for k in a if a[k] != b.get(k) and not (k == "vocab_size" and not shared_vocab))
         if diff:
             raise ModelDirError(f"{m} cannot join an ensemble with {members[0]}: model config differs in {diff}")

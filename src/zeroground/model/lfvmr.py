@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zeroground.model.config import LFVMRConfig, ModelInputError, QueryBatch  # noqa: F401 - LFVMRConfig re-exported
+from zeroground.model.config import LFVMRConfig, ModelInputError, QueryBatch, Readout, check_impl  # noqa: F401 - LFVMRConfig re-exported
 from zeroground.model.psvl import NEG_INF, VideoEncoder, as_query_batch, read_out_spans
 
 
@@ -179,20 +179,25 @@ class _VideoEncoderSizes:
     """The fields :class:`zeroground.model.psvl.VideoEncoder` reads, from an LFVMR config."""
 
     def __init__(self, cfg: LFVMRConfig):
-        self.impl, self.video_dim, self.video_gru_hidden = cfg.impl, cfg.video_dim, cfg.video_gru_hidden
+        self.video_dim, self.video_gru_hidden = cfg.video_dim, cfg.video_gru_hidden
         self.hidden, self.dropout = cfg.hidden, cfg.dropout
 
 
 class LFVMRModel(nn.Module):
-    """The seed's grounding network: (video, one CLIP-space query vector) → span and attention."""
+    """The seed's grounding network: (video, one CLIP-space query vector) → span and attention.
 
-    def __init__(self, cfg: LFVMRConfig):
+    ``impl``: "fast" or "reference" (the seed's packed GRU and full cross-attention), the same
+    maths; ``readout`` (as :class:`zeroground.model.psvl.GroundingModel`'s) decides ``spans``."""
+
+    def __init__(self, cfg: LFVMRConfig, impl: str = "fast"):
         super().__init__()
         self.cfg = cfg
+        self.impl = check_impl(impl)
+        self.readout = Readout()  # the seed reads the regressor (the attention read-out is a demo diagnostic)
         self.query_encoder = LanguageFreeQueryEncoder(cfg)
         self.pos_embd = PositionalEncoding(cfg.video_dim, cfg.pe_positions)
         self.pe_dropout = nn.Dropout(cfg.pe_dropout)
-        self.video_encoder = VideoEncoder(_VideoEncoderSizes(cfg))
+        self.video_encoder = VideoEncoder(_VideoEncoderSizes(cfg), impl)
         self.video_mlp = nn.Linear(cfg.hidden, cfg.hidden)
         self.text_mlp = nn.Linear(cfg.clip_dim, cfg.hidden)
         self.crossattn = _Attentions(cfg.hidden, cfg.heads, cfg.cross_layers)
@@ -205,7 +210,8 @@ class LFVMRModel(nn.Module):
         frames [B, K, Dc] the selector chooses from (a tensor or ``QueryBatch(vectors=...)``).
 
         Returns ``timestamps`` [B, 2] (normalised, ReLU'd, neither clamped nor ordered, as the
-        reference), ``spans`` (the same: the seed reads the regressor) and ``attention_weights`` [B, S].
+        reference), ``spans`` (under ``self.readout``; by default the same: the seed reads the regressor)
+        and ``attention_weights`` [B, S].
         """
         q = self.query_vector(query)  # query first: the selector's dropout draws come before the video's
         return self._ground(q, self.encode_video(video_feats, video_mask), video_mask)
@@ -244,14 +250,14 @@ class LFVMRModel(nn.Module):
         mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # [B, S]
         lang = self.text_mlp(q)  # [B, H]
         v = v.transpose(0, 1)  # [S, B, H] time-major, as nn.MultiheadAttention's default layout
-        if self.cfg.impl == "reference":
+        if self.impl == "reference":
             v = self.crossattn(v, kv=lang.unsqueeze(0).expand(v.shape[0], -1, -1))
         else:
             v = v + self.crossattn.constant_keys_output(lang).unsqueeze(0)
         v = self.selfattn(v, key_padding_mask=~mask)
         timestamps, weights = self.loc_regressor_two_stage(v.transpose(0, 1), mask)
         return {"timestamps": timestamps, "attention_weights": weights,
-                "spans": read_out_spans(self.cfg, timestamps, weights, mask)}
+                "spans": read_out_spans(self.readout, timestamps, weights, mask)}
 
 
 def lfvmr_config_from_state_dict(state: dict[str, Tensor]) -> LFVMRConfig:

@@ -2,7 +2,9 @@
 
     MODEL_DIR/weights.safetensors   state dict (the reference's parameter names)
     MODEL_DIR/config.yaml           {model: resolved ModelConfig or LFVMRConfig
-                                     (``architecture``: psvl | lfvmr), metadata: {...}}
+                                     (``architecture``: psvl | lfvmr: the architecture only),
+                                     metadata: {readout: {span, attention_ratio} (Readout),
+                                     text_encoder (CLIP-query models), source, seed, ...}}
     MODEL_DIR/vocab.json            token → index (token-query models only)
 
 An ensemble (``zeroground.model.ensemble``) keeps its members' weights in
@@ -34,6 +36,7 @@ from zeroground.model.files import (  # noqa: F401 - re-exported: the model dire
     VOCAB_FILE,
     WEIGHTS_FILE,
     ModelDirError,
+    model_readout,
     read_model_config,
 )
 from zeroground.model.preprocess import build_vocab
@@ -43,8 +46,11 @@ from zeroground.model.lfvmr import lfvmr_config_from_state_dict
 from zeroground.model.psvl import GroundingModel
 
 def save_model_dir(directory: str | Path, model: torch.nn.Module, cfg: AnyModelConfig,
-                   vocab: dict[str, int] | None = None, metadata: dict[str, Any] | None = None) -> Path:
-    """Write weights, resolved config and vocabulary (each file atomically)."""
+                   vocab: dict[str, int] | None = None, metadata: dict[str, Any] | None = None,
+                   text_encoder: str | None = None) -> Path:
+    """Write weights, resolved config and vocabulary (each file atomically). The metadata records
+    the model's span read-out (``model.readout``) and, for a CLIP-query model, ``text_encoder``:
+    the CLIP model (path or hub id) that embeds its test sentences."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -56,7 +62,8 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, cfg: AnyModelC
         save_file(tensors, str(tmp), metadata={"format": "zeroground-model", "version": str(FORMAT_VERSION)})
     meta = {"format_version": FORMAT_VERSION, "architecture": cfg.architecture, "query_side": cfg.query_encoder}
     if cfg.query_encoder == "clip":
-        meta["text_encoder"] = cfg.text_encoder
+        meta["text_encoder"] = text_encoder
+    meta["readout"] = to_dict(model.readout)
     meta.update(metadata or {})
     text = yaml.safe_dump({"model": to_dict(cfg), "metadata": meta}, sort_keys=False)
     atomic_write_text(directory / CONFIG_FILE, text)
@@ -65,26 +72,28 @@ def save_model_dir(directory: str | Path, model: torch.nn.Module, cfg: AnyModelC
     return directory
 
 
-def load_model_dir(directory: str | Path, impl: str | None = None) -> tuple[torch.nn.Module, AnyModelConfig, dict[str, int] | None]:
-    """Load (model in eval mode, config, vocabulary or None). ``impl`` overrides ModelConfig.impl."""
+def load_model_dir(directory: str | Path, impl: str = "fast") -> tuple[torch.nn.Module, AnyModelConfig, dict[str, int] | None]:
+    """Load (model in eval mode, config, vocabulary or None). The model reads spans out as the
+    directory's ``metadata.readout`` says (``model.readout``: change it to read out otherwise);
+    ``impl``: "fast" or "reference", two implementations of the same maths."""
     directory = Path(directory)
     cfg, meta = read_model_config(directory)
-    if impl is not None:
-        cfg.impl = impl  # type: ignore[assignment]
     vocab = None
     if (directory / VOCAB_FILE).is_file():
         vocab = json.loads((directory / VOCAB_FILE).read_text())
     if meta.get(MEMBERS_KEY):  # zeroground.model.ensemble: same interface, members averaged
-        model = _load_ensemble(directory, cfg, meta[MEMBERS_KEY], vocab)
+        model = _load_ensemble(directory, cfg, meta[MEMBERS_KEY], vocab, impl)
     else:
-        model = load_weights(directory, cfg)
+        model = load_weights(directory, cfg, impl)
+    model.readout = model_readout(meta, where=str(directory))
     model.eval()
     if cfg.query_encoder == "tokens" and vocab is None:
         raise ModelDirError(f"{directory}: token-query model without {VOCAB_FILE}")
     return model, cfg, vocab
 
 
-def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[str, int] | None) -> EnsembleModel:
+def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[str, int] | None,
+                   impl: str) -> EnsembleModel:
     """Members of an ensemble directory; where a member's vocabulary differs from the
     ensemble's, it is built with its own vocabulary size and reads queries through an id map."""
     members, maps = [], []
@@ -94,25 +103,25 @@ def _load_ensemble(directory: Path, cfg: ModelConfig, names: list, vocab: dict[s
         if cfg.query_encoder == "tokens" and (sub / VOCAB_FILE).is_file():
             own_vocab = json.loads((sub / VOCAB_FILE).read_text())
         if own_vocab is None or own_vocab == vocab or vocab is None:
-            members.append(load_weights(sub, cfg))
+            members.append(load_weights(sub, cfg, impl))
             maps.append(None)
         else:
             own_cfg, _ = read_model_config(sub)
-            members.append(load_weights(sub, dataclasses.replace(cfg, vocab_size=own_cfg.vocab_size)))
+            members.append(load_weights(sub, dataclasses.replace(cfg, vocab_size=own_cfg.vocab_size), impl))
             maps.append(member_id_map(vocab, own_vocab))
     if all(m is None for m in maps):
         return EnsembleModel(members)
     return EnsembleModel(members, [member_id_map(vocab, vocab) if m is None else m for m in maps])
 
 
-def load_weights(directory: Path, cfg: AnyModelConfig) -> torch.nn.Module:
+def load_weights(directory: Path, cfg: AnyModelConfig, impl: str = "fast") -> torch.nn.Module:
     """The network of ``cfg.architecture`` built from ``cfg`` with ``directory``'s weights (strictly checked)."""
     from safetensors.torch import load_file
 
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirError(f"{directory}: {WEIGHTS_FILE} is missing")
-    model = build_model(cfg)
+    model = build_model(cfg, impl)
     load_state_dict_checked(model, load_file(str(weights)), source=str(weights))
     return model
 
@@ -258,7 +267,7 @@ def import_lfvmr(checkpoint: str | Path, out: str | Path, video_dim: int | None 
         cfg.video_dim = int(video_dim)
     if clip_dim is not None:
         cfg.clip_dim = int(clip_dim)
-    cfg.text_encoder = text_encoder
     model = build_model(cfg)
     load_state_dict_checked(model, state, source=str(checkpoint))
-    return save_model_dir(out, model, cfg, None, metadata={"source": "lfvmr-checkpoint", "checkpoint": str(checkpoint)})
+    return save_model_dir(out, model, cfg, None, metadata={"source": "lfvmr-checkpoint", "checkpoint": str(checkpoint)},
+                          text_encoder=text_encoder)

@@ -23,7 +23,7 @@ from zeroground.model.config import ModelInputError
 
 @dataclass
 class SpanPredictions:
-    spans: np.ndarray  # [N, 2] normalised (start, end) as the model outputs them (unclamped; ModelConfig.span_readout)
+    spans: np.ndarray  # [N, 2] normalised (start, end) as the model outputs them (unclamped; under model.readout)
     attention: np.ndarray  # [N, S] temporal attention weights over segments
     video_mask: np.ndarray  # [N, S] valid segments
 

@@ -9,7 +9,8 @@ The query side is pluggable (``QUERY_ENCODERS``): "tokens" is PSVL's word-id GRU
 "clip" (``clip_query.py``) maps CLIP-space vectors to a short query sequence (LFVMR).
 Everything after the query encoder is shared.
 
-``ModelConfig.impl`` picks between two implementations of the same maths:
+``impl`` (``GroundingModel(cfg, impl=...)``, ``build_model``, ``load_model_dir``) picks between two
+implementations of the same maths:
 "reference" mirrors the PSVL code (packed GRUs, ``nn.MultiheadAttention`` with its
 attention weights, a Python loop over non-local heads); "fast" (default) computes the
 same function with fewer, larger operations (see ``gru.py`` and the ``_fast``
@@ -28,11 +29,12 @@ from torch import Tensor, nn
 from zeroground.model.cross_rank_bn import CrossRankBatchNorm
 from zeroground.model.clip_query import ClipQueryEncoder
 from zeroground.model.config import (  # noqa: F401 - re-exported
-    SPAN_READOUTS,
     ModelConfig,
     ModelConfigError,
     ModelInputError,
     QueryBatch,
+    Readout,
+    check_impl,
 )
 from zeroground.model.gru import fused_bigru, packed_bigru
 
@@ -54,9 +56,9 @@ def _bigru(gru: nn.GRU, x: Tensor, lengths: Tensor, impl: str) -> Tensor:
 class TokenQueryEncoder(nn.Module):
     """PSVL's query encoder: word ids → embedding → BiGRU (packed) → aggregation."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.impl = cfg.impl
+        self.impl = impl
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         self.gru = nn.GRU(cfg.embed_dim, cfg.query_gru_hidden, num_layers=1, batch_first=True, bidirectional=True)
         self.feature_aggregation = aggregation_block(2 * cfg.query_gru_hidden, cfg.hidden, cfg.dropout)
@@ -76,9 +78,9 @@ class TokenQueryEncoder(nn.Module):
 class VideoEncoder(nn.Module):
     """BiGRU over the valid segments; raw features ‖ GRU states → aggregation block."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.impl = cfg.impl
+        self.impl = impl
         self.video_dim = cfg.video_dim
         self.gru = nn.GRU(cfg.video_dim, cfg.video_gru_hidden, num_layers=1, batch_first=True, bidirectional=True)
         self.feature_aggregation = aggregation_block(cfg.video_dim + 2 * cfg.video_gru_hidden, cfg.hidden, cfg.dropout)
@@ -100,9 +102,9 @@ class VideoEncoder(nn.Module):
 class ConvBNReLU(nn.Module):
     """Conv1d(k) → BatchNorm1d → ReLU along time, on [B, L, D] features."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.impl = cfg.impl
+        self.impl = impl
         d = cfg.hidden
         self.module = nn.Sequential(
             nn.Conv1d(d, d, kernel_size=cfg.conv_kernel, padding=cfg.conv_kernel // 2),
@@ -135,12 +137,12 @@ class ConvBNReLU(nn.Module):
 class AttentionBlock(nn.Module):
     """Cross-attention (target attends to source) → ConvBNReLU, plus residual to target."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.impl = cfg.impl
+        self.impl = impl
         self.heads = cfg.fusion_heads
         self.attention = nn.MultiheadAttention(cfg.hidden, cfg.fusion_heads)
-        self.convbnrelu = ConvBNReLU(cfg)
+        self.convbnrelu = ConvBNReLU(cfg, impl)
 
     def forward(self, target: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
         """target [B, Lt, D], source [B, Ls, D], source_mask [B, Ls] (True = valid)."""
@@ -176,9 +178,9 @@ class AttentionBlock(nn.Module):
 class FusionModule(nn.Module):
     """A stack of attention blocks; the source side stays fixed through the stack."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.layers = nn.ModuleList(AttentionBlock(cfg) for _ in range(cfg.fusion_layers))
+        self.layers = nn.ModuleList(AttentionBlock(cfg, impl) for _ in range(cfg.fusion_layers))
 
     def forward(self, target: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
         for layer in self.layers:
@@ -189,9 +191,9 @@ class FusionModule(nn.Module):
 class NonLocalBlock(nn.Module):
     """Multi-head self-attention over segments with a residual (PSVL/LGI non-local block)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
-        self.impl = cfg.impl
+        self.impl = impl
         self.dim = cfg.hidden
         self.heads = cfg.nonlocal_heads
         self.c_lin = nn.Linear(cfg.hidden, 2 * cfg.hidden)
@@ -276,25 +278,31 @@ QUERY_ENCODERS: dict[str, type[nn.Module]] = {"tokens": TokenQueryEncoder, "clip
 
 
 class GroundingModel(nn.Module):
-    """Video features + a query → normalised (start, end) and temporal attention weights."""
+    """Video features + a query → normalised (start, end) and temporal attention weights.
 
-    def __init__(self, cfg: ModelConfig):
+    ``readout`` (a :class:`Readout`; PSVL's regression by default) decides the ``spans``
+    output: ``load_model_dir`` sets it from the model directory, the trainer from its config."""
+
+    def __init__(self, cfg: ModelConfig, impl: str = "fast"):
         super().__init__()
         if cfg.query_encoder not in QUERY_ENCODERS:
             raise ModelConfigError(f"unknown query_encoder {cfg.query_encoder!r}; choose one of {sorted(QUERY_ENCODERS)}")
         self.cfg = cfg
-        self.query_encoder = QUERY_ENCODERS[cfg.query_encoder](cfg)
-        self.video_encoder = VideoEncoder(cfg)
-        self.v_fusor = FusionModule(cfg)  # segments attend to words
-        self.s_fusor = FusionModule(cfg)  # words attend to segments
-        self.cv_fusor = FusionModule(cfg)  # fused segments attend to fused words
-        self.non_locals_layer = nn.ModuleList(NonLocalBlock(cfg) for _ in range(cfg.nonlocal_layers))
+        self.impl = check_impl(impl)
+        self.readout = Readout()
+        self.query_encoder = QUERY_ENCODERS[cfg.query_encoder](cfg, impl)
+        self.video_encoder = VideoEncoder(cfg, impl)
+        self.v_fusor = FusionModule(cfg, impl)  # segments attend to words
+        self.s_fusor = FusionModule(cfg, impl)  # words attend to segments
+        self.cv_fusor = FusionModule(cfg, impl)  # fused segments attend to fused words
+        self.non_locals_layer = nn.ModuleList(NonLocalBlock(cfg, impl) for _ in range(cfg.nonlocal_layers))
         self.loc_regressor = UnusedRegressor(cfg)
         self.loc_regressor_two_stage = TwoStageRegressor(cfg)
 
     def forward(self, video_feats: Tensor, video_mask: Tensor, query: "QueryBatch | Tensor") -> dict[str, Tensor]:
         """video_feats [B, S, Dv], video_mask [B, S] (nonzero = valid), query → dict of
-        ``timestamps`` [B, 2] (normalised, ReLU'd, unclamped) and ``attention_weights`` [B, S]."""
+        ``timestamps`` [B, 2] (normalised, ReLU'd, unclamped), ``attention_weights`` [B, S] and
+        ``spans`` [B, 2] (under ``self.readout``)."""
         video_mask = video_mask.reshape(video_mask.shape[0], -1).bool()  # accepts [B, S, 1] too
         q, q_mask = self.query_encoder(as_query_batch(query))  # query first, as the reference (dropout order)
         return self._fuse(q, q_mask, self.encode_video(video_feats, video_mask), video_mask)
@@ -320,14 +328,14 @@ class GroundingModel(nn.Module):
             v_two_stage = block(v_two_stage, video_mask)
         timestamps, weights = self.loc_regressor_two_stage(v_two_stage, video_mask)
         return {"timestamps": timestamps, "attention_weights": weights,
-                "spans": read_out_spans(self.cfg, timestamps, weights, video_mask)}
+                "spans": read_out_spans(self.readout, timestamps, weights, video_mask)}
 
 
-def read_out_spans(cfg: ModelConfig, timestamps: Tensor, weights: Tensor, video_mask: Tensor) -> Tensor:
-    """The ``spans`` output under ``cfg.span_readout``: the regression head's ``timestamps``
-    [B, 2], or :func:`attention_spans` of the attention ``weights`` [B, S]."""
-    if cfg.span_readout == "attention":
-        return attention_spans(weights, video_mask, cfg.attention_ratio)
+def read_out_spans(readout: Readout, timestamps: Tensor, weights: Tensor, video_mask: Tensor) -> Tensor:
+    """The ``spans`` output under ``readout``: the regression head's ``timestamps`` [B, 2], or
+    :func:`attention_spans` of the attention ``weights`` [B, S]."""
+    if readout.span == "attention":
+        return attention_spans(weights, video_mask, readout.attention_ratio)
     return timestamps
 
 

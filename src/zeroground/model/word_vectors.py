@@ -6,7 +6,7 @@ pseudo queries use rarely ("close" when the tagger says "shut", "cup" when it sa
 word at its CLIP text embedding puts synonyms next to each other, and in the space
 the video features live in when those are CLIP features, so the model needs far
 fewer pseudo pairs to tie a word to what it looks like. Off by default
-(``ModelConfig.word_vectors: null``), which is PSVL.
+(``train.word_vectors: null``), which is PSVL.
 """
 
 from __future__ import annotations

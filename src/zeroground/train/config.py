@@ -1,8 +1,10 @@
 """Training configuration: one YAML file ↔ these dataclasses (``zeroground.config``).
 
-    model:  ModelConfig (PSVL) or LFVMRConfig (the seed LFVMR), by model.architecture — network sizes
-    data:   what to train on (annotation file, feature store, optional query vectors / val set)
-    train:  optimisation recipe (SPEC §4 defaults: Adam 4e-4, batch 256, drop_last, 500 epochs, seed 38)
+    model:   ModelConfig (PSVL) or LFVMRConfig (the seed LFVMR), by model.architecture — the architecture
+    readout: how the trained model reads its span out (Readout; written into its model directory)
+    data:    what to train on (annotation file, feature store, optional query vectors / val set)
+    train:   optimisation recipe (SPEC §4 defaults: Adam 4e-4, batch 256, drop_last, 500 epochs, seed 38),
+             initialisation (word vectors) and the text encoder of a CLIP-query model
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroground.config import load_config
-from zeroground.model.config import AnyModelConfig, ModelConfig
+from zeroground.model.config import AnyModelConfig, ModelConfig, Readout
 
 
 @dataclass
@@ -53,6 +55,14 @@ class OptimConfig:
     localization_loss_weight: float = 1.0
     seed: int = 38
     num_threads: int | None = None  # torch threads; None = torch's default
+    # Token-query models: initial word embeddings from this CLIP model's text encoder (path or hub
+    # id; zeroground.model.word_vectors), None = random as PSVL; the prompt wraps each word.
+    word_vectors: str | None = None
+    word_vector_prompt: str = "{}"
+    freeze_word_vectors: bool = False  # keep the initial word embeddings fixed
+    # CLIP-query models: the CLIP model (path or hub id) that embeds sentences as queries -- the
+    # validation set's, and test sentences' (recorded as the model directory's metadata.text_encoder).
+    text_encoder: str | None = None
     # Per-sample perturbation of CLIP-space query vectors each step, by name
     # (zeroground.train.noise.QUERY_NOISE: none | lafite | gaussian) and level.
     query_noise: str = "none"
@@ -85,6 +95,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     model: AnyModelConfig = field(default_factory=ModelConfig)
+    readout: Readout = field(default_factory=Readout)
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 

@@ -47,7 +47,7 @@ def evaluate(model: str | Path, features: str | Path, annotations: str | Path, o
     store = open_features_for(features, cfg, [m.video for m in moments])
     net, cfg, vocab = load_model_dir(model)
 
-    encoder = text_encoder or cfg.text_encoder
+    encoder = text_encoder or meta.get("text_encoder")
     if query_vectors is not None:
         queries: Any = read_query_vectors(query_vectors, len(moments), cfg, str(annotations))
         encoder = None

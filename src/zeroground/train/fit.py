@@ -66,7 +66,7 @@ class _Plan:
 
 def _needs_text_encoder(loaded: LoadedRecipe, annotations: Path | None) -> bool:
     r = loaded.recipe
-    return (r.model.query_encoder != "tokens" or r.model.word_vectors == ENCODER
+    return (r.model.query_encoder != "tokens" or r.train.word_vectors == ENCODER
             or (annotations is None and r.pseudo.method == "psvl"))
 
 
@@ -160,18 +160,20 @@ def check_run_dir(run: "FitRun") -> None:
 
 
 def train_config(plan: _Plan, train_file: Path, query_vectors: Path | None) -> TrainConfig:
-    """The training config of a fit run: the recipe's model and training with the run's data,
-    dimensions and encoder filled in."""
+    """The training config of a fit run: the recipe's model, read-out and training with the run's
+    data, dimensions and encoder filled in (the text encoder of a CLIP-query model, unless the
+    recipe names one, is the run's encoder)."""
     r = plan.recipe.recipe
     model = dataclasses.replace(r.model, video_dim=plan.dim, clip_dim=plan.dim)
-    if model.query_encoder != "tokens" and model.text_encoder in (None, ENCODER):
-        model.text_encoder = plan.encoder
-    if model.word_vectors == ENCODER:
-        model.word_vectors = plan.encoder
+    train = dataclasses.replace(r.train)
+    if model.query_encoder != "tokens" and train.text_encoder in (None, ENCODER):
+        train.text_encoder = plan.encoder
+    if train.word_vectors == ENCODER:
+        train.word_vectors = plan.encoder
     data = DataConfig(train_annotations=str(train_file), video_features=str(plan.features),
                       format="psvl" if plan.annotations is None else "auto",
                       query_vectors=str(query_vectors) if query_vectors is not None else None)
-    return TrainConfig(model=model, data=data, train=dataclasses.replace(r.train))
+    return TrainConfig(model=model, readout=dataclasses.replace(r.readout), data=data, train=train)
 
 
 def _draws(plan: _Plan) -> int:

@@ -81,19 +81,19 @@ def insert_unknown_words(ids: torch.Tensor, p: float, generator: torch.Generator
     return out
 
 
-def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], m, log) -> None:
-    """``model.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
+def _init_word_vectors(model: GroundingModel, vocab: dict[str, int], tc, log) -> None:
+    """``train.word_vectors``: word embeddings from a CLIP text encoder (zeroground.model.word_vectors)."""
     from zeroground.features.clip import load_clip
     from zeroground.model.word_vectors import WordVectorError, init_word_vectors
 
     try:
-        n = init_word_vectors(model.query_encoder.embedding, vocab, load_clip(m.word_vectors).encode_texts,
-                              prompt=m.word_vector_prompt, freeze=m.freeze_word_vectors)
+        n = init_word_vectors(model.query_encoder.embedding, vocab, load_clip(tc.word_vectors).encode_texts,
+                              prompt=tc.word_vector_prompt, freeze=tc.freeze_word_vectors)
     except WordVectorError as exc:
-        raise TrainingDataError(f"model.word_vectors {m.word_vectors}: {exc}") from None
+        raise TrainingDataError(f"train.word_vectors {tc.word_vectors}: {exc}") from None
     if log:
-        log(f"word embeddings of {n} words initialised from {m.word_vectors}"
-            + (" (frozen)" if m.freeze_word_vectors else ""))
+        log(f"word embeddings of {n} words initialised from {tc.word_vectors}"
+            + (" (frozen)" if tc.freeze_word_vectors else ""))
 
 
 def _read_moments(path: str, fmt: str, durations: str | None) -> list:
@@ -105,9 +105,9 @@ def _read_moments(path: str, fmt: str, durations: str | None) -> list:
 def prepare_training(cfg: TrainConfig) -> tuple[TrainConfig, GroundingData, dict[str, int] | None]:
     """Read and check every input (dims first), fix data-dependent sizes in the config."""
     d, m = cfg.data, cfg.model
-    if cfg.model.word_vectors and cfg.model.query_encoder != "tokens":
-        raise TrainingDataError(f"model.word_vectors initialises word embeddings, which only a token-query model has; "
-                                f"this model has query_encoder {cfg.model.query_encoder!r}: set model.word_vectors to null")
+    if cfg.train.word_vectors and cfg.model.query_encoder != "tokens":
+        raise TrainingDataError(f"train.word_vectors initialises word embeddings, which only a token-query model has; "
+                                f"this model has query_encoder {cfg.model.query_encoder!r}: set train.word_vectors to null")
     if not 0.0 <= cfg.train.word_dropout < 1.0:
         raise TrainingDataError(f"train.word_dropout must be in [0, 1), found {cfg.train.word_dropout}")
     if not 0.0 <= cfg.train.word_insertion <= 1.0:
@@ -157,9 +157,9 @@ def _prepare_validation(cfg: TrainConfig, vocab: dict[str, int] | None):
     store = open_features_for(d.val_features or d.video_features, m, [x.video for x in moments])
     vectors = None
     if m.query_encoder == "clip":
-        if not m.text_encoder:
-            raise TrainingDataError("validation of a clip-query model needs model.text_encoder (CLIP path/name)")
-        vectors = moment_queries(moments, m.query_encoder, d.val_annotations, m.text_encoder)
+        if not cfg.train.text_encoder:
+            raise TrainingDataError("validation of a clip-query model needs train.text_encoder (CLIP path/name)")
+        vectors = moment_queries(moments, m.query_encoder, d.val_annotations, cfg.train.text_encoder)
     return build_grounding_data(moments, store, m, vocab, vectors, d.val_annotations, preload=True)
 
 
@@ -297,10 +297,11 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg.model)
-    if cfg.model.word_vectors:
+    model.readout = cfg.readout  # the spans of validation, and of the saved model directory
+    if tc.word_vectors:
         if not resume:  # a resumed run's embedding comes from its checkpoint
-            _init_word_vectors(model, vocab, cfg.model, log)
-        elif cfg.model.freeze_word_vectors:  # same trainable parameters as the first run
+            _init_word_vectors(model, vocab, tc, log)
+        elif tc.freeze_word_vectors:  # same trainable parameters as the first run
             model.query_encoder.embedding.weight.requires_grad_(False)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas),
                            weight_decay=tc.weight_decay)
@@ -397,7 +398,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, *, stop_after
     metadata.update(_feature_provenance(cfg.data.video_features))
     if ctx is not None:
         metadata["ddp_world_size"] = ctx.world_size
-    path = save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata)
+    path = save_model_dir(out / "model", model, cfg.model, vocab, metadata=metadata, text_encoder=tc.text_encoder)
     if ctx is not None:
         ctx.barrier()
     return path

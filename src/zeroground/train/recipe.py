@@ -2,14 +2,14 @@
 
 A recipe decides everything about a ``fit`` run that is not the data: frames per second,
 pseudo-labelling (``pseudo``: ``PseudoLabelConfig``), the model (``model``: ``ModelConfig``, or
-``LFVMRConfig`` with ``architecture: lfvmr``)
-and training (``train``: ``OptimConfig``, ensembles and bagging included). The shipped
+``LFVMRConfig`` with ``architecture: lfvmr``), its span read-out (``readout``: ``Readout``)
+and training (``train``: ``OptimConfig``, ensembles, bagging and initialisation included). The shipped
 recipes live in ``zeroground/recipes/*.yaml`` (``configs/recipes`` in a checkout); the
 first comment line of each is its one-line summary (``zeroground recipes``), and every
 change carries its reason as a comment. A recipe may also be any YAML file of the same form.
 
 The value ``encoder`` (:data:`ENCODER`) stands for the run's ``--encoder``: e.g.
-``model.word_vectors: encoder`` starts the word embeddings at that encoder's text embeddings.
+``train.word_vectors: encoder`` starts the word embeddings at that encoder's text embeddings.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from zeroground.config import ConfigError, apply_overrides, from_dict
-from zeroground.model.config import AnyModelConfig, ModelConfig
+from zeroground.model.config import AnyModelConfig, ModelConfig, Readout
 from zeroground.pseudo.label import PseudoLabelConfig
 from zeroground.train.config import OptimConfig
 
@@ -37,6 +37,7 @@ class Recipe:
     fps: float = 1.0  # frames per second decoded and encoded (zeroground.features.extract)
     pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     model: AnyModelConfig = field(default_factory=ModelConfig)
+    readout: Readout = field(default_factory=Readout)
     train: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -85,7 +86,7 @@ def load_recipe(name_or_file: str | Path, overrides: dict[str, Any] | None = Non
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping of sections (fps, pseudo, model, train)")
+        raise ConfigError(f"{path}: a recipe is a mapping of sections (fps, pseudo, model, readout, train)")
     changes = apply_overrides(copy.deepcopy(data), overrides)
     recipe = from_dict(Recipe, copy.deepcopy(changes), where=f"recipe {path.stem}")
     return LoadedRecipe(path.stem, recipe, changes, path)
@@ -111,7 +112,8 @@ def recipe_train_config(name_or_file: str | Path, overrides: dict[str, Any] | No
     loaded = load_recipe(name_or_file, {k: v for k, v in overrides.items() if not k.startswith("data.")})
     r = loaded.recipe
     for field_name in ("word_vectors", "text_encoder"):
-        if getattr(r.model, field_name) == ENCODER:
-            raise ConfigError(f"recipe {loaded.name} sets model.{field_name} to the run's encoder; without `fit` "
-                              f"there is none: --set model.{field_name}=CLIP_PATH_OR_HUB_ID")
-    return TrainConfig(model=r.model, data=from_dict(DataConfig, apply_overrides({}, data), where="data"), train=r.train)
+        if getattr(r.train, field_name) == ENCODER:
+            raise ConfigError(f"recipe {loaded.name} sets train.{field_name} to the run's encoder; without `fit` "
+                              f"there is none: --set train.{field_name}=CLIP_PATH_OR_HUB_ID")
+    return TrainConfig(model=r.model, readout=r.readout, data=from_dict(DataConfig, apply_overrides({}, data), where="data"),
+                       train=r.train)
