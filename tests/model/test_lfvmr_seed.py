@@ -163,6 +163,17 @@ def test_import_and_evaluate_reproduce_every_reference_prediction(inputs: Path, 
     assert (model_dir / "config.yaml").read_text().startswith("model:\n  architecture: lfvmr")
 
 
+def test_import_records_the_text_encoder_in_the_metadata(tmp_path: Path) -> None:
+    from zeroground.model import Readout, read_model_config
+
+    result = runner.invoke(app, ["import-lfvmr", str(CHECKPOINT), "--out", str(tmp_path / "m"),
+                                 "--encoder", "openai/clip-vit-base-patch32"])
+    assert result.exit_code == 0, result.output
+    _, meta = read_model_config(tmp_path / "m")
+    assert meta["text_encoder"] == "openai/clip-vit-base-patch32"
+    assert load_model_dir(tmp_path / "m")[0].readout == Readout()  # the seed reads its regressor
+
+
 def test_import_names_the_tensor_that_does_not_fit(tmp_path: Path) -> None:
     with pytest.raises(ModelDirError, match=r"video_encoder\.gru\.weight_ih_l0: checkpoint \[768, 1024\], model \[768, 512\]"):
         import_lfvmr(CHECKPOINT, tmp_path / "m", video_dim=512)
