@@ -192,6 +192,7 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
     first = out / "pseudo" / f"{r.pseudo.method}.json"
     files = []
     n = _draws(plan)
+    verb_stats = None  # PSVL's corpus statistics: parsed once, shared by every draw
     for k in range(n):
         target = draw_path(first, k)
         done = target.with_name(target.name + ".done")
@@ -202,9 +203,13 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
         say(f"pseudo-labels: {r.pseudo.method}, draw {k + 1}/{n} of {len(vids)} videos")
         cfg = dataclasses.replace(r.pseudo, seed=r.pseudo.seed + k, corpus=plan.corpus, fps=store.fps,
                                   clip=plan.encoder if r.pseudo.method == "psvl" else r.pseudo.clip)
+        if r.pseudo.method == "psvl" and verb_stats is None and cfg.corpus:
+            from zeroground.pseudo.psvl import load_verb_stats
+
+            verb_stats = load_verb_stats(cfg.corpus, exclude_verbs=cfg.psvl.exclude_verbs, progress=progress)
         pseudo_label(r.pseudo.method, store, target, config=cfg, durations={v: durations[v] for v in vids},
                      videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress,
-                     engine=engine)
+                     engine=engine, verb_stats=verb_stats)
         atomic_write_text(done, "complete\n")
     return files
 

@@ -195,6 +195,8 @@ def sweep_jobs(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: s
     ``name`` names the run folder ``out/<name>``, default ``out/run<i>``)."""
     import copy
 
+    from zeroground.config import apply_overrides
+
     jobs: list[Job] = []
     names: set[str] = set()
     for i, item in enumerate(overrides):
@@ -205,12 +207,6 @@ def sweep_jobs(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: s
         if name in names:
             raise ParallelTrainingError(f"sweep entry {i}: run name {name!r} is used twice")
         names.add(name)
-        cfg = copy.deepcopy(base)
-        for dotted, value in item.items():
-            node = cfg
-            *parents, leaf = str(dotted).split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
+        cfg = apply_overrides(copy.deepcopy(base), {str(k): v for k, v in item.items()})
         jobs.append((_train_job, {"config": cfg, "out": str(Path(out) / name)}))
     return jobs
