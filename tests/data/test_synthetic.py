@@ -38,6 +38,16 @@ def test_same_seed_gives_same_bytes_and_annotations(world, tmp_path):
     assert other.videos[0].read_bytes() != first.videos[0].read_bytes()
 
 
+def test_rendering_in_two_processes_gives_the_same_bytes(world, tmp_path):
+    out, first = world
+    parallel = make_world(tmp_path, "test", 2, seed=7, cfg=SMALL, workers=2)
+    assert [p.name for p in parallel.videos] == [p.name for p in first.videos]
+    for a, b in zip(first.videos, parallel.videos):
+        assert a.read_bytes() == b.read_bytes()
+    assert first.annotations.read_text() == parallel.annotations.read_text()
+    assert first.world.read_text() == parallel.world.read_text()
+
+
 def test_video_i_does_not_depend_on_world_size(world, tmp_path):
     _, small = world
     bigger = make_world(tmp_path, "test", 3, seed=7, cfg=SMALL)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -183,8 +184,9 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
         fp_file.unlink(missing_ok=True)
         feats_path.unlink(missing_ok=True)
         _log(f"rendering {cfg.train_videos} unlabelled train videos and {cfg.test_videos} test videos", echo)
-        train_split = make_world(out, "train", cfg.train_videos, seed=cfg.seed, cfg=cfg.world)
-        test_split = make_world(out, "test", cfg.test_videos, seed=cfg.seed, cfg=cfg.world)
+        workers = os.cpu_count() or 1
+        train_split = make_world(out, "train", cfg.train_videos, seed=cfg.seed, cfg=cfg.world, workers=workers)
+        test_split = make_world(out, "test", cfg.test_videos, seed=cfg.seed, cfg=cfg.world, workers=workers)
     corpus = write_corpus(out / "corpus.txt", cfg.corpus_videos, cfg.seed, cfg.world)
     seconds["world"] = time.perf_counter() - t0
 
@@ -217,28 +219,28 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
                 seconds[method] = time.perf_counter() - tm
 
     trained = [m for m in cfg.methods if m not in BASELINE_ROWS]
+    other_rows: dict[str, str] = {}  # method -> its row with the other span read-out
+
+    def evaluate_row(method: str, model_dir: Path) -> None:  # as soon as its model is written
+        tm = time.perf_counter()
+        records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
+                                             out / "runs" / method / "test")
+        if cfg.attention_readout:
+            from zeroground.model import model_readout, read_model_config
+
+            other = other_readout(model_readout(read_model_config(model_dir)[1]).span)
+            other_rows[method] = f"{method}_{other}"
+            records[other_rows[method]] = predict_with_readout(model_dir, store, test_moments, clip, other)
+        seconds[method] = time.perf_counter() - tm
+
     tm = time.perf_counter()
     if trained:
         _log(f"fitting {', '.join(trained)} (members trained {'as Ray tasks' if engine == 'ray' else 'one after the other'})",
              echo)
-    models = fit_rows(trained, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress, echo=echo,
-                      engine=engine, address=address, alongside=baseline_rows)
+    fit_rows(trained, cfg, out, train_split, feats_path, corpus, clip_path, progress=progress, echo=echo,
+             engine=engine, address=address, alongside=baseline_rows, on_model=evaluate_row)
     seconds["fit"] = time.perf_counter() - tm
-    order: list[str] = []
-    for method in cfg.methods:
-        order.append(method)
-        if method in models:
-            tm = time.perf_counter()
-            model_dir = models[method]
-            records[method] = predict_demo_model(model_dir, feats_path, test_split.annotations,
-                                                 out / "runs" / method / "test")
-            if cfg.attention_readout:
-                from zeroground.model import model_readout, read_model_config
-
-                other = other_readout(model_readout(read_model_config(model_dir)[1]).span)
-                records[f"{method}_{other}"] = predict_with_readout(model_dir, store, test_moments, clip, other)
-                order.append(f"{method}_{other}")
-            seconds[method] = time.perf_counter() - tm
+    order = [row for method in cfg.methods for row in (method, other_rows.get(method)) if row]
     records = {m: records[m] for m in order}
     seconds["train_eval"] = time.perf_counter() - t
 
@@ -269,9 +271,12 @@ def run_demo(out: str | Path = "demo_out", cfg: DemoSetup | None = None, *, prog
 
 def fit_rows(methods: list[str], cfg: DemoSetup, out: Path, train_split, features: Path, corpus: Path,
              clip_path: Path, *, progress: bool, echo: Callable[[str], None], engine: str = "sequential",
-             address: str | None = None, alongside: Callable[[], Any] | None = None) -> dict[str, Path]:
+             address: str | None = None, alongside: Callable[[], Any] | None = None,
+             on_model: Callable[[str, Path], Any] | None = None) -> dict[str, Path]:
     """``zeroground.fit`` of each trained row into ``out/runs/<method>``, all rows' members trained
     as one pool (:func:`zeroground.train.fit.fit_many`); returns each row's model directory.
+    ``on_model(method, model_dir)`` is called as each row's model is written (under Ray while
+    other rows still train).
 
     A run directory left by an earlier demo with another recipe (or other recipe changes)
     is started over; one of this very recipe resumes where it stopped."""
@@ -289,7 +294,9 @@ def fit_rows(methods: list[str], cfg: DemoSetup, out: Path, train_split, feature
         except RunDirTaken:
             shutil.rmtree(run.out)
         runs.append(run)
-    results = fit_many(runs, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
+    on_result = None if on_model is None else (lambda i, result: on_model(methods[i], result.model))
+    results = fit_many(runs, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside,
+                       on_result=on_result)
     return {m: r.model for m, r in zip(methods, results)}
 
 

@@ -194,6 +194,7 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
     first = out / "pseudo" / f"{r.pseudo.method}.json"
     files = []
     n = _draws(plan)
+    verb_stats = None  # PSVL's corpus statistics: parsed once, shared by every draw
     for k in range(n):
         target = draw_path(first, k)
         done = target.with_name(target.name + ".done")
@@ -204,9 +205,13 @@ def _pseudo_labels(plan: _Plan, out: Path, *, clip: Any, progress: bool, say: Ca
         say(f"pseudo-labels: {r.pseudo.method}, draw {k + 1}/{n} of {len(vids)} videos")
         cfg = dataclasses.replace(r.pseudo, seed=r.pseudo.seed + k, corpus=plan.corpus, fps=store.fps,
                                   clip=plan.encoder if r.pseudo.method == "psvl" else r.pseudo.clip)
+        if r.pseudo.method == "psvl" and verb_stats is None and cfg.corpus:
+            from zeroground.pseudo.psvl import load_verb_stats
+
+            verb_stats = load_verb_stats(cfg.corpus, exclude_verbs=cfg.psvl.exclude_verbs, progress=progress)
         pseudo_label(r.pseudo.method, store, target, config=cfg, durations={v: durations[v] for v in vids},
                      videos=vids, clip_model=clip if r.pseudo.method == "psvl" else None, progress=progress,
-                     engine=engine)
+                     engine=engine, verb_stats=verb_stats)
         atomic_write_text(done, "complete\n")
     return files
 
@@ -281,7 +286,8 @@ def fit(videos: Sequence[str | Path], recipe: str | Path | LoadedRecipe, encoder
 
 def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | None = None,
              progress: bool = True, echo: Callable[[str], None] | None = print,
-             alongside: Callable[[], Any] | None = None) -> list[FitResult]:
+             alongside: Callable[[], Any] | None = None,
+             on_result: Callable[[int, FitResult], Any] | None = None) -> list[FitResult]:
     """Several :func:`fit` runs whose trainings share one pool of workers.
 
     Every run's inputs are checked first; then each run's features and pseudo-labels are
@@ -292,7 +298,9 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | No
     ``address``; one cluster for the whole call); last each run's model is written. Each
     member does the same work under every engine (its own seed and draw), so the models are
     the same. ``alongside()``: other work of this process, done while the workers train
-    (local engine: before training). ``engine="auto"``: ray when installed."""
+    (local engine: before training). ``on_result(i, result)``: called in this process as
+    soon as run ``i``'s model is written, while other runs' members may still train (under
+    Ray the longest members start first). ``engine="auto"``: ray when installed."""
     from zeroground.train.parallel import resolve_engine
 
     engine = resolve_engine(engine)
@@ -312,7 +320,8 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | No
 
         started = init_ray(address)
     try:
-        return _fit_many(plans, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside)
+        return _fit_many(plans, engine=engine, address=address, progress=progress, echo=echo, alongside=alongside,
+                         on_result=on_result)
     finally:
         if started:
             import ray
@@ -321,46 +330,68 @@ def fit_many(runs: Sequence[FitRun], *, engine: str = "local", address: str | No
 
 
 def _fit_many(plans: list[tuple[Path, _Plan]], *, engine: str, address: str | None, progress: bool,
-              echo: Callable[[str], None] | None, alongside: Callable[[], Any] | None) -> list[FitResult]:
+              echo: Callable[[str], None] | None, alongside: Callable[[], Any] | None,
+              on_result: Callable[[int, FitResult], Any] | None = None) -> list[FitResult]:
     sequential = engine == "sequential"
     prepared = [_prepare(out, plan, progress=progress, echo=echo, engine="local" if sequential else engine)
                 for out, plan in plans]
-    todo = [p for p in prepared if p.cfg is not None]
-    for p in todo:
-        r = p.plan.recipe.recipe
-        p.stage(f"training {r.train.ensemble} member(s)" + (" on their own pseudo-label draws" if r.train.bagging else "")
-                + ("" if sequential else f" as {engine} tasks"))
-    trained: dict[int, Path] = {}
+    results: dict[int, FitResult] = {}
+
+    def finish(i: int, trained: Path | None) -> None:
+        p = prepared[i]
+        results[i] = _finish(p, trained) if trained is not None else FitResult(
+            p.out, p.out / MODEL_DIR, p.plan.features, [], ["all"])
+        if on_result is not None:
+            on_result(i, results[i])
+
+    todo = [i for i, p in enumerate(prepared) if p.cfg is not None]
+    for i in todo:
+        r = prepared[i].plan.recipe.recipe
+        prepared[i].stage(f"training {r.train.ensemble} member(s)"
+                          + (" on their own pseudo-label draws" if r.train.bagging else "")
+                          + ("" if sequential else f" as {engine} tasks"))
+    for i, p in enumerate(prepared):
+        if p.cfg is None:
+            finish(i, None)
     if todo:
-        from zeroground.train.members import join_members, member_jobs
+        from zeroground.train.members import estimated_cost, join_members, member_jobs
         from zeroground.train.parallel import run_trainings
 
         jobs, owners, index = [], [], []
-        for p in todo:
+        for i in todo:
+            p = prepared[i]
             mine = member_jobs(p.cfg, p.out / "train", resume=True, progress=progress and sequential)
             jobs += mine
-            owners += [p] * len(mine)
+            owners += [i] * len(mine)
             index += range(len(mine))
+        if not sequential:
+            # longest first (LPT): the pool's last minutes are short jobs side by side, not one
+            # long job alone; each member's work and seed are its own, so the models are the same
+            order = sorted(range(len(jobs)), key=lambda j: -estimated_cost(prepared[owners[j]].cfg, index[j]))
+            jobs, owners, index = ([x[j] for j in order] for x in (jobs, owners, index))
         if echo is not None and not sequential:
             echo(f"[fit] {len(jobs)} member trainings of {len(todo)} run(s) as {engine} tasks")
         # a Ray task asks for as many CPUs as it uses threads; in this process train() sets its own
-        threads = None if sequential else max(p.cfg.train.num_threads or 1 for p in todo)
+        threads = None if sequential else max(prepared[i].cfg.train.num_threads or 1 for i in todo)
         count = [0]
+        done: dict[int, Any] = {}
 
-        def finished(i: int) -> None:
+        def finished(j: int, model: Any) -> None:
             count[0] += 1
-            seed = owners[i].cfg.train.seed + index[i]
-            owners[i].say(f"member {index[i] + 1}/{owners[i].cfg.train.ensemble} (seed {seed}) trained"
-                          f" ({count[0]}/{len(jobs)} of all runs)")
+            done[j] = model
+            p, k = prepared[owners[j]], index[j]
+            p.say(f"member {k + 1}/{p.cfg.train.ensemble} (seed {p.cfg.train.seed + k}) trained"
+                  f" ({count[0]}/{len(jobs)} of all runs)")
+            mine = [m for m in range(len(jobs)) if owners[m] == owners[j]]
+            if all(m in done for m in mine):  # the run's last member: its model now, while others train
+                members = [done[m] for m in sorted(mine, key=lambda m: index[m])]
+                finish(owners[j], join_members(p.cfg, p.out / "train", members))
 
-        done = run_trainings(jobs, engine=engine, num_threads=threads, address=address, on_done=finished,
-                             alongside=alongside)
-        for p in todo:
-            trained[id(p)] = join_members(p.cfg, p.out / "train", [d for d, o in zip(done, owners) if o is p])
+        run_trainings(jobs, engine=engine, num_threads=threads, address=address, on_done=finished,
+                      alongside=alongside)
     elif alongside is not None:
         alongside()
-    return [_finish(p, trained[id(p)]) if p.cfg is not None else
-            FitResult(p.out, p.out / MODEL_DIR, p.plan.features, [], ["all"]) for p in prepared]
+    return [results[i] for i in range(len(prepared))]
 
 
 def _prepare(out: Path, plan: _Plan, *, progress: bool, echo: Callable[[str], None] | None,

@@ -165,3 +165,19 @@ def train_ensemble(cfg: TrainConfig, out: str | Path, *, resume: bool = False, p
             on_member(k)
         members.append(train_member(cfg, k, out, resume=resume, progress=progress, log=log))
     return join_members(cfg, out, members)
+
+
+def estimated_cost(cfg: TrainConfig, member_index: int) -> float:
+    """A rough relative cost of training member ``member_index``: epochs × training items ×
+    model parameters. Only orders jobs (longest first); nothing trained depends on it."""
+    import json
+
+    from zeroground.model.architectures import build_model
+
+    mcfg = member_config(cfg, member_index)
+    try:
+        items = len(json.loads(Path(mcfg.data.train_annotations).read_text()))
+    except (OSError, ValueError, TypeError):
+        items = 1
+    params = sum(p.numel() for p in build_model(cfg.model).parameters())
+    return float(cfg.train.epochs) * items * params

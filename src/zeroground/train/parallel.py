@@ -1,11 +1,13 @@
 """Independent trainings (ensemble members, bagged members, a sweep) side by side on Ray.
 
 A job is ``(callable, kwargs)`` returning a path (a model directory). ``engine="ray"``
-runs each job as a Ray task in a process of its own (``max_calls=1``: a fresh worker per
-job, so no torch state leaks between members) with ``num_threads`` torch threads, on
-the local machine's cores by default or on the cluster at ``address``; a worker killed
-mid-job is retried (the training loop resumes from its checkpoint when the job function
-does). ``engine="sequential"`` (or ``"local"``) runs them one after the other in this process. With the
+runs each job as a Ray task, one job at a time per worker process, with ``num_threads``
+torch threads, on the local machine's cores by default or on the cluster at ``address``;
+a worker killed mid-job is retried (the training loop resumes from its checkpoint when the
+job function does). Workers are reused from job to job, as the sequential engine reuses
+this process: a job seeds everything it draws from and :func:`_run_job` restores the
+thread count, so no state passes from one job to the next, and a reused worker skips the
+seconds of start-up (torch, and for word-vector recipes transformers) a fresh one pays. ``engine="sequential"`` (or ``"local"``) runs them one after the other in this process. With the
 same seeds both give the same weights: each job sets its own seeds and threads.
 """
 
@@ -56,9 +58,9 @@ def resolve_engine(engine: str) -> str:
 
 def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: int | None = 1,
                   address: str | None = None, retries: int = 2,
-                  on_done: Callable[[int], None] | None = None,
+                  on_done: Callable[[int, Any], None] | None = None,
                   alongside: Callable[[], Any] | None = None) -> list[Any]:
-    """Run every job; results in the order of ``jobs``. ``on_done(i)`` is called as job ``i``
+    """Run every job; results in the order of ``jobs``. ``on_done(i, result)`` is called as job ``i``
     finishes (in the order they finish under Ray). ``alongside()``: other work of this process,
     done while the Ray workers train (sequential engine: before the jobs)."""
     if engine not in ENGINES:
@@ -73,7 +75,7 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
         for i, (fn, kw) in enumerate(jobs):
             results.append(_run_job(fn, kw, num_threads))
             if on_done is not None:
-                on_done(i)
+                on_done(i, results[-1])
         return results
     from zeroground.features.ray_extract import init_ray
 
@@ -81,7 +83,7 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
 
     started = init_ray(address)
     try:
-        remote = ray.remote(num_cpus=num_threads or 1, max_calls=1, max_retries=retries)(_run_job)
+        remote = ray.remote(num_cpus=num_threads or 1, max_retries=retries)(_run_job)
         import os
 
         refs = [remote.remote(fn, kw, num_threads, os.getcwd()) for fn, kw in jobs]
@@ -98,7 +100,7 @@ def run_trainings(jobs: Sequence[Job], engine: str = "sequential", num_threads: 
             except ray.exceptions.RayError as exc:
                 raise ParallelTrainingError(f"training job {i} failed: {exc}") from None
             if on_done is not None:
-                on_done(i)
+                on_done(i, out[i])
         return [out[i] for i in range(len(refs))]
     finally:
         if started:
@@ -193,6 +195,8 @@ def sweep_jobs(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: s
     ``name`` names the run folder ``out/<name>``, default ``out/run<i>``)."""
     import copy
 
+    from zeroground.config import apply_overrides
+
     jobs: list[Job] = []
     names: set[str] = set()
     for i, item in enumerate(overrides):
@@ -203,12 +207,6 @@ def sweep_jobs(base: dict[str, Any], overrides: Sequence[dict[str, Any]], out: s
         if name in names:
             raise ParallelTrainingError(f"sweep entry {i}: run name {name!r} is used twice")
         names.add(name)
-        cfg = copy.deepcopy(base)
-        for dotted, value in item.items():
-            node = cfg
-            *parents, leaf = str(dotted).split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
+        cfg = apply_overrides(copy.deepcopy(base), {str(k): v for k, v in item.items()})
         jobs.append((_train_job, {"config": cfg, "out": str(Path(out) / name)}))
     return jobs

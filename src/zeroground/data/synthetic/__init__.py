@@ -114,12 +114,17 @@ def write_annotations(plans: list[VideoPlan], path: str | Path) -> Path:
     return Path(path)
 
 
+def _render_to_file(plan: VideoPlan, cfg: WorldConfig, path: Path) -> Path:
+    return write_mp4(path, render_video(plan, cfg), plan.fps)
+
+
 def make_world(out_dir: str | Path, split: str, n_videos: int, seed: int = 0,
-               cfg: WorldConfig | None = None) -> WorldSplit:
+               cfg: WorldConfig | None = None, workers: int = 1) -> WorldSplit:
     """Render ``n_videos`` videos of ``split`` under ``out_dir`` and write their annotations.
 
     Video ``i`` of a split depends only on (seed, split, i), so a larger world
-    extends a smaller one instead of reshuffling it.
+    extends a smaller one instead of reshuffling it -- and the videos can be rendered
+    in ``workers`` processes side by side with the same bytes as one after the other.
     """
     if split not in SPLITS:
         raise WorldError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
@@ -128,14 +133,19 @@ def make_world(out_dir: str | Path, split: str, n_videos: int, seed: int = 0,
     cfg = cfg or WorldConfig()
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    plans, videos = [], []
-    for i in range(n_videos):
-        rng = np.random.default_rng([seed, SPLITS[split], i])
-        plan = plan_video(f"{split}_{i:04d}", rng, cfg, held_out_captions=(split == "test"))
-        path = out / "videos" / f"{plan.video}.mp4"
-        write_mp4(path, render_video(plan, cfg), plan.fps)
-        plans.append(plan)
-        videos.append(path)
+    plans = [plan_video(f"{split}_{i:04d}", np.random.default_rng([seed, SPLITS[split], i]), cfg,
+                        held_out_captions=(split == "test")) for i in range(n_videos)]
+    videos = [out / "videos" / f"{plan.video}.mp4" for plan in plans]
+    if workers > 1 and n_videos > 1:  # rendering is one core's numpy work per video
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the caller may hold torch/OpenMP threads that a forked child would inherit locked
+        with ProcessPoolExecutor(min(workers, n_videos), mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_render_to_file, plans, [cfg] * n_videos, videos))
+    else:
+        for plan, path in zip(plans, videos):
+            _render_to_file(plan, cfg, path)
     ann = write_annotations(plans, out / "annotations" / f"{split}.json")
     world = out / "annotations" / f"{split}_world.json"
     atomic_write_json(world, {"config": dataclasses.asdict(cfg), "seed": seed,
