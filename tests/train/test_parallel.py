@@ -142,3 +142,15 @@ def test_engine_names():
     assert run_trainings([], engine="ray") == []  # nothing to run: no cluster started
     with pytest.raises(FitError, match="unknown engine 'threads'"):
         fit_many([FitRun([], "demo_supervised", "x", "out")], engine="threads")
+
+
+def test_the_cost_estimate_orders_longer_and_wider_members_first(tmp_path):
+    """fit_many starts the members with the largest epochs × items × parameters first (LPT)."""
+    from zeroground.train.members import estimated_cost
+
+    feats, ann = make_world(tmp_path / "world", videos=6)
+    short = tiny_config(feats, ann, **{"train.epochs": 2})
+    longer = tiny_config(feats, ann, **{"train.epochs": 20})
+    wider = tiny_config(feats, ann, **{"train.epochs": 2, "model.hidden": 128})
+    assert estimated_cost(longer, 0) == pytest.approx(10 * estimated_cost(short, 0))
+    assert estimated_cost(wider, 0) > 4 * estimated_cost(short, 0)

@@ -23,11 +23,11 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from zeroground.config import ConfigError, to_dict
+from zeroground.config import to_dict
 from zeroground.errors import ZerogroundError
 from zeroground.io import atomic_path, atomic_write_text
 from zeroground.train.config import DataConfig, TrainConfig
-from zeroground.train.members import draw_path, train_ensemble
+from zeroground.train.members import draw_path
 from zeroground.train.recipe import ENCODER, LoadedRecipe, changed, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
