@@ -373,15 +373,13 @@ def _fit_many(plans: list[tuple[Path, _Plan]], *, engine: str, address: str | No
             echo(f"[fit] {len(jobs)} member trainings of {len(todo)} run(s) as {engine} tasks")
         # a Ray task asks for as many CPUs as it uses threads; in this process train() sets its own
         threads = None if sequential else max(prepared[i].cfg.train.num_threads or 1 for i in todo)
-        count = [0]
-        done: dict[int, Any] = {}
+        done: dict[int, Any] = {}  # job -> its model directory
 
         def finished(j: int, model: Any) -> None:
-            count[0] += 1
             done[j] = model
             p, k = prepared[owners[j]], index[j]
             p.say(f"member {k + 1}/{p.cfg.train.ensemble} (seed {p.cfg.train.seed + k}) trained"
-                  f" ({count[0]}/{len(jobs)} of all runs)")
+                  f" ({len(done)}/{len(jobs)} of all runs)")
             mine = [m for m in range(len(jobs)) if owners[m] == owners[j]]
             if all(m in done for m in mine):  # the run's last member: its model now, while others train
                 members = [done[m] for m in sorted(mine, key=lambda m: index[m])]
