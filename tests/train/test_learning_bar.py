@@ -76,6 +76,11 @@ def caption_vector(verb: str, noun: str) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def caption_vectors(moments: list[Moment]) -> np.ndarray:
+    """[N, DIM] the stand-in CLIP text embeddings of the moments' captions (CLIP-query models)."""
+    return np.stack([caption_vector(*m.tokens) for m in moments])
+
+
 @dataclass
 class World:
     features: dict[str, np.ndarray]  # vid -> [T, DIM]
@@ -140,7 +145,7 @@ BARS: dict[str, MethodBar] = {
         label_kwargs=lambda w: {},
         model={**NETWORK, "query_encoder": "clip"},
         train={**OPTIM, "query_noise": "lafite", "query_noise_level": 0.3},
-        test_queries=lambda moments: np.stack([caption_vector(*m.tokens) for m in moments]),
+        test_queries=caption_vectors,
     ),
     # The seed's network, ATP selector over 9 candidates, gaussian noise 0.04 and loss, with only what a
     # user sets in a recipe for architecture lfvmr: sizes for 32-d features, no dropout (the default 0.5
@@ -162,7 +167,7 @@ BARS: dict[str, MethodBar] = {
                "video_gru_hidden": 32, "selector_dim": 32, "selector_ff": 32, "dropout": 0.0, "pe_dropout": 0.0},
         train={"epochs": 100, "batch_size": 8, "drop_last": False, "lr": 1e-3, "num_threads": 1, "plot": False,
                "seed": 0, "query_noise": "gaussian", "query_noise_level": 0.04},  # the seed's loss (reg_w 1)
-        test_queries=lambda moments: np.stack([caption_vector(*m.tokens) for m in moments]),
+        test_queries=caption_vectors,
         control=lambda pseudo, store, out: {"query_features": str(swap_videos(store, out / "swapped.h5"))},
     ),
 }
