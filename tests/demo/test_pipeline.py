@@ -60,12 +60,11 @@ def demo_run(tmp_path_factory):
 def test_results_json_has_every_method_with_fractions(demo_run):
     out, result, _ = demo_run
     data = json.loads((out / "results.json").read_text())
-    # the diagnostic row reads the same models the other way: the seed LFVMR reads its regressor,
-    # every other demo recipe the attention
-    other = {"lfvmr": "attention"}
+    # the diagnostic row reads the same models the other way: every demo recipe reads the attention,
+    # so the `_regression` row is the regression head (for the seed LFVMR, the span its code outputs)
     expected = []
     for m in BASELINES + TRAINED:
-        expected += [m] + ([f"{m}_{other.get(m, 'regression')}"] if m in TRAINED else [])
+        expected += [m] + ([f"{m}_regression"] if m in TRAINED else [])
     assert [r["method"] for r in data["rows"]] == expected
     for row in data["rows"]:
         assert set(row) == {"method", *METRIC_KEYS}
@@ -100,7 +99,7 @@ def test_outputs_are_on_disk_and_models_load(demo_run):
     for method in TRAINED:
         model, cfg, vocab = load_model_dir(runs / method / "model")
         assert cfg.query_encoder == ("tokens" if method == "psvl" else "clip")
-        assert model.readout.span == ("regression" if method == "lfvmr" else "attention")  # the recipes' read-out
+        assert model.readout.span == "attention"  # the recipes' read-out
         assert cfg.architecture == ("lfvmr" if method == "lfvmr" else "psvl")
         assert (vocab is not None) == (method == "psvl")
         # the pseudo-supervised models are seed ensembles (train.ensemble), the upper bound one model
@@ -245,6 +244,6 @@ def test_ray_engine_gives_the_same_table(demo_run, tmp_path):
     assert any("reusing the videos and features" in m for m in messages)
     assert any("3 member trainings of 2 run(s) as ray tasks" in m for m in messages)
     assert json.loads((par / "results.json").read_text())["engine"] == "ray"
-    assert [r["method"] for r in ray_result.rows] == ["lfvmr", "lfvmr_attention", "lfvmr_psvlnet",
+    assert [r["method"] for r in ray_result.rows] == ["lfvmr", "lfvmr_regression", "lfvmr_psvlnet",
                                                       "lfvmr_psvlnet_regression"]
     assert ray_result.rows == [r for r in result.rows if r["method"].startswith("lfvmr")]

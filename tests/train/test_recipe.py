@@ -37,6 +37,7 @@ def test_recipe_lists_only_changes_each_with_a_reason(name):
     loaded = load_recipe(name)
     assert recipe_summary(path), f"{path}: the first comment line is the recipe's summary"
     defaults = to_dict(Recipe())
+    defaults["model"] = to_dict(type(loaded.recipe.model)())  # the defaults of the recipe's architecture
     for dotted, value in _leaves(loaded.changes):
         node = defaults
         for key in dotted.split("."):
