@@ -38,7 +38,7 @@ def test_recipe_lists_only_changes_each_with_a_reason(name):
     assert recipe_summary(path), f"{path}: the first comment line is the recipe's summary"
     defaults = to_dict(Recipe())
     # the defaults of the recipe's architecture (naming a non-default architecture is a change)
-    defaults["model"] = {**to_dict(type(loaded.recipe.model)()), "architecture": to_dict(Recipe())["model"]["architecture"]}
+    defaults["model"] = {**to_dict(type(loaded.recipe.model)()), "architecture": defaults["model"]["architecture"]}
     for dotted, value in _leaves(loaded.changes):
         node = defaults
         for key in dotted.split("."):
